@@ -1,0 +1,110 @@
+"""The Multi30k benchmark: attention against the fixed vector on real data, on the machine at hand.
+
+Trains each model with the same preset (default `cpu`: at most 30 minutes of training each, en-de), one
+after the other so each has the whole machine, scores every Multi30k test split present with beam
+search, draws BLEU by source length for all models on one figure (Bahdanau et al. Fig. 2), prints a
+table and writes everything as JSON with the commit, the machine and the resolved configs.
+
+    python benchmarks/multi30k.py                     # the benchmark (about 70 minutes on 2 cores)
+    python benchmarks/multi30k.py --preset tiny       # a smoke run in seconds
+
+Targets (issue 2): RNNsearch at least 30 sacreBLEU on test_2016_flickr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from harness import rundir
+from harness.train import train
+from reproductions import registry
+from reproductions.common.io import atomic_write_json
+from reproductions.common.plots import bleu_by_length_plot
+
+TARGETS = {"bahdanau2014": {"split": "test_2016_flickr", "min_bleu": 30.0}}
+FIGURE_SPLIT = "test_2016_flickr"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--pair", default="en-de")
+    parser.add_argument("--models", nargs="+", default=["bahdanau2014", "cho2014"])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
+    parser.add_argument("--out", type=Path, help="folder for runs, figure and JSON (default: benchmarks/results/...)")
+    args = parser.parse_args(argv)
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("benchmarks/results") / f"multi30k-{args.preset}-{args.pair}-{stamp}"
+    console = Console()
+    load_before = os.getloadavg()
+    runs = {}
+    for name in args.models:
+        console.rule(f"{name} ({args.preset}, {args.pair})")
+        run_dir = train(name, args.preset, pair=args.pair, overrides=args.set, seed=args.seed,
+                        run_dir=out / "runs" / name, group=f"bench-multi30k-{stamp}")
+        runs[name] = {
+            "run_dir": str(run_dir),
+            "config": yaml.safe_load((run_dir / "config.yaml").read_text()),
+            **rundir.read_metrics(run_dir),
+        }
+
+    figure = out / f"bleu_by_length_{FIGURE_SPLIT}.png"
+    series = {f"{registry.get(n).title} ({n})": r["splits"][FIGURE_SPLIT]["bleu_by_length"]
+              for n, r in runs.items() if FIGURE_SPLIT in r.get("splits", {})}
+    if series:
+        bleu_by_length_plot(series, figure, title=f"Multi30k {FIGURE_SPLIT} {args.pair}: BLEU by source length")
+
+    targets = {}
+    for name, target in TARGETS.items():
+        if name in runs and target["split"] in runs[name].get("splits", {}):
+            bleu = runs[name]["splits"][target["split"]]["bleu"]
+            targets[name] = {**target, "bleu": bleu, "met": bleu >= target["min_bleu"]}
+    result = {
+        "benchmark": "multi30k",
+        "preset": args.preset,
+        "pair": args.pair,
+        "seed": args.seed,
+        "overrides": args.set,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "git": rundir.git_commit(),
+        "machine": {**rundir.machine(), "load_avg_before": load_before, "load_avg_after": os.getloadavg()},
+        "packages": rundir.package_versions(),
+        "targets": targets,
+        "figure": str(figure) if series else None,
+        "runs": runs,
+    }
+    atomic_write_json(out / "result.json", result)
+    console.print(summary_table(runs))
+    for name, t in targets.items():
+        verdict = "[green]met[/green]" if t["met"] else "[red]not met[/red]"
+        console.print(f"target {name} >= {t['min_bleu']} BLEU on {t['split']}: {t['bleu']:.2f} {verdict}")
+    console.print(f"results: {out / 'result.json'}" + (f"; figure: {figure}" if series else ""))
+    return 0
+
+
+def summary_table(runs: dict) -> Table:
+    table = Table(title="Multi30k benchmark (sacreBLEU, detokenised, beam search)")
+    for column in ("model", "split", "BLEU", "chrF", "train min", "steps", "tgt tok/s", "params"):
+        table.add_column(column, justify="left" if column in ("model", "split") else "right")
+    for name, r in runs.items():
+        tr = r.get("training", {})
+        for split, s in r.get("splits", {}).items():
+            table.add_row(name, split, f"{s['bleu']:.2f}", f"{s['chrf']:.2f}", f"{tr.get('wall_time_s', 0) / 60:.1f}",
+                          str(tr.get("steps", "")), f"{tr.get('target_tokens_per_s', 0):.0f}",
+                          f"{tr.get('parameters', 0) / 1e6:.1f}M")
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""`attnrepro train`: fit a reproduction under Lightning, then score the test splits that are present."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from reproductions import registry
+from reproductions.common.config import to_dict
+from reproductions.common.data.sources import cache_root
+
+from . import rundir
+
+
+def wandb_mode(requested: str | None) -> str:
+    """offline unless asked otherwise (no reachable server is assumed); WANDB_MODE wins over the default."""
+    return requested or os.environ.get("WANDB_MODE") or "offline"
+
+
+def _wandb_logger(run_dir: Path, mode: str, name: str, preset: str, cfg, group: str | None):
+    if mode == "disabled":
+        return None
+    os.environ["WANDB_MODE"] = mode
+    from pytorch_lightning.loggers import WandbLogger
+
+    repro = registry.get(name)
+    return WandbLogger(
+        project=os.environ.get("WANDB_PROJECT", "attnrepro"),
+        name=run_dir.name,
+        save_dir=str(run_dir),
+        group=group or f"{name}-{preset}",
+        tags=[name, repro.role, preset, repro.task],
+        config=to_dict(cfg),
+        offline=mode == "offline",
+    )
+
+
+def train(
+    name: str,
+    preset: str = "tiny",
+    pair: str | None = None,
+    overrides: list[str] | tuple = (),
+    seed: int = 1,
+    run_dir: Path | str | None = None,
+    wandb: str | None = None,
+    devices: int | str = "auto",
+    evaluate_after: bool = True,
+    group: str | None = None,
+) -> Path:
+    repro = registry.get(name)
+    sets = list(overrides) + ([f"data.pair={pair}"] if pair else [])
+    cfg = repro.load_config(preset, sets)
+    run_dir = Path(run_dir) if run_dir else rundir.default_run_dir(repro.name, preset, cfg.data.pair, seed)
+    rundir.check_new_run_dir(run_dir)
+
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    from reproductions.common.data.datamodule import TranslationDataModule
+    from reproductions.common.translation_module import TranslationModule
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    data = TranslationDataModule(cfg.data, seed=seed, cache_dir=cache_root())
+    data.load()
+    model = repro.build(cfg, len(data.src_vocab), len(data.tgt_vocab))
+    module = TranslationModule(model, cfg, repro.name, data.src_vocab, data.tgt_vocab)
+    params = sum(p.numel() for p in model.parameters())
+    rundir.start_run(
+        run_dir,
+        to_dict(cfg),
+        seed,
+        data.checksums,
+        extra={"reproduction": repro.name, "preset": preset, "parameters": params,
+               "train_pairs": len(data.train_set), "train_pairs_dropped_by_max_len": data.dropped,
+               "vocab_sizes": [len(data.src_vocab), len(data.tgt_vocab)]},
+    )
+
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
+        save_top_k=cfg.train.keep_checkpoints, save_last=True, auto_insert_metric_name=False,
+    )
+    clock = TrainClock()
+    loggers = [CSVLogger(str(run_dir), name="", version="logs")]
+    wandb_logger = _wandb_logger(run_dir, wandb_mode(wandb), repro.name, preset, cfg, group)
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    t = cfg.train
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir),
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        max_time=dt.timedelta(minutes=t.max_minutes) if t.max_minutes else None,
+        gradient_clip_val=cfg.optim.clip_norm,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        precision=t.precision,
+        log_every_n_steps=t.log_every_n_steps,
+        check_val_every_n_epoch=t.val_every_n_epochs,
+        callbacks=[checkpoints, clock, LearningRateMonitor(logging_interval="step")],
+        logger=loggers,
+        devices=devices,
+        accelerator="auto",
+        use_distributed_sampler=False,  # TokenBudgetBatchSampler shards by rank itself
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    if trainer.global_rank != 0:
+        return run_dir
+
+    best = checkpoints.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
+    rundir.update_metrics(run_dir, "training", {
+        "wall_time_s": round(clock.fit_seconds, 1),
+        "train_time_s": round(clock.train_seconds, 1),
+        "steps": trainer.global_step,
+        "epochs_completed": trainer.current_epoch,
+        "target_tokens": module.tokens_seen,
+        "target_tokens_per_s": round(module.tokens_seen / max(clock.train_seconds, 1e-9), 1),
+        "best_val_loss": _float(checkpoints.best_model_score),
+        "best_checkpoint": Path(best).name,
+        "devices": trainer.world_size,
+        "parameters": params,
+    })
+    if evaluate_after:
+        from .evaluate import evaluate
+
+        evaluate(run_dir, checkpoint=Path(best), logger=wandb_logger)
+    if wandb_logger is not None:
+        import wandb as wandb_lib
+
+        wandb_lib.finish()
+        if wandb_mode(wandb) == "offline":
+            print(f"W&B run saved offline under {run_dir / 'wandb'}; upload it with `wandb sync {run_dir / 'wandb'}`")
+    return run_dir
+
+
+def _float(value) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+class TrainClock(pl.Callback):
+    """Seconds spent in training batches (throughput) and in the whole fit (wall time)."""
+
+    def __init__(self):
+        self.train_seconds = 0.0
+        self.fit_seconds = 0.0
+        self._batch_start = self._fit_start = 0.0
+
+    def on_fit_start(self, trainer, pl_module):
+        self._fit_start = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module):
+        self.fit_seconds = time.perf_counter() - self._fit_start
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.train_seconds += time.perf_counter() - self._batch_start

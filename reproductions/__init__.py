@@ -1,0 +1,1 @@
+"""Reproductions of the papers that made attention mainstream, each against the fixed-vector model it replaced."""

@@ -1,0 +1,66 @@
+"""Attention variants behind one signature: `forward(query, keys, values, mask) -> (context, weights)`.
+
+query (B, Dq) for one decoder step; keys (B, S, Dk); values (B, S, Dv); mask (B, S), True where a
+position may be attended. Returns context (B, Dv) and weights (B, S) that sum to 1 over the unmasked
+positions and are exactly 0 on the masked ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim with masked positions at exactly 0."""
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+def _check(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> None:
+    assert query.dim() == 2 and keys.dim() == 3 and values.dim() == 3, (query.shape, keys.shape, values.shape)
+    assert mask.shape == keys.shape[:2] == values.shape[:2], (mask.shape, keys.shape, values.shape)
+
+
+class AdditiveAttention(nn.Module):
+    """Bahdanau et al. 2014 (arXiv:1409.0473v7), §3.1 and App. A.1.2:
+    e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j),  alpha_ij = softmax_j(e_ij) (Eq. 6),  c_i = sum_j alpha_ij h_j (Eq. 5).
+    """
+
+    def __init__(self, query_dim: int, key_dim: int, hidden: int):
+        super().__init__()
+        self.W_a = nn.Linear(query_dim, hidden, bias=False)
+        self.U_a = nn.Linear(key_dim, hidden, bias=False)
+        self.v_a = nn.Linear(hidden, 1, bias=False)
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """U_a h_j does not depend on the decoder step: compute it once per sentence. (B, S, hidden)"""
+        return self.U_a(keys)
+
+    def forward(self, query, keys, values, mask, projected_keys: torch.Tensor | None = None):
+        _check(query, keys, values, mask)
+        if projected_keys is None:
+            projected_keys = self.project_keys(keys)
+        scores = self.v_a(torch.tanh(self.W_a(query).unsqueeze(1) + projected_keys)).squeeze(-1)  # (B, S)
+        weights = masked_softmax(scores, mask)  # (B, S)
+        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (B, Dv)
+        return context, weights
+
+
+class DotAttention(nn.Module):
+    """Luong et al. 2015 'general' score q^T W k (W = identity when dims match and `general` is False);
+    `scaled` divides by sqrt(d_k) as in Vaswani et al. 2017, Eq. 1."""
+
+    def __init__(self, query_dim: int, key_dim: int, general: bool = False, scaled: bool = False):
+        super().__init__()
+        if not general and query_dim != key_dim:
+            raise ValueError("plain dot attention needs query_dim == key_dim; use general=True")
+        self.W = nn.Linear(query_dim, key_dim, bias=False) if general else nn.Identity()
+        self.scale = 1.0 / math.sqrt(key_dim) if scaled else 1.0
+
+    def forward(self, query, keys, values, mask):
+        _check(query, keys, values, mask)
+        scores = torch.bmm(keys, self.W(query).unsqueeze(-1)).squeeze(-1) * self.scale  # (B, S)
+        weights = masked_softmax(scores, mask)
+        return torch.bmm(weights.unsqueeze(1), values).squeeze(1), weights

@@ -1,0 +1,123 @@
+"""Typed configs loaded from YAML, with `key=value` overrides checked against the dataclass fields.
+
+A config is a tree of dataclasses. `load_config(cls, path, overrides)` reads a preset, applies the
+overrides and returns an instance; an unknown key or a value of the wrong type is a `ConfigError`
+naming the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import AttnreproError
+
+
+class ConfigError(AttnreproError, ValueError):
+    """A config file or override that does not fit the config's fields."""
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
+    """Check `value` against the annotation `hint`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{where}: '{key}' must be one of {list(typing.get_args(hint))}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
+        (item_hint, *_) = typing.get_args(hint) or (Any,)
+        return [_coerce(v, item_hint, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' is a section; give a mapping, got {value!r}")
+        return from_dict(hint, value, where, prefix=f"{key}.")
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: '{key}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "config", prefix: str = "") -> Any:
+    """Build dataclass `cls` from `data`; keys absent from `data` keep their defaults."""
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        known = ", ".join(sorted(types_))
+        raise ConfigError(f"{where}: unknown config key '{prefix}{unknown[0]}' (known here: {known})")
+    values = {name: _coerce(v, types_[name], prefix + name, where) for name, v in data.items()}
+    return cls(**values)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`model.hidden=512` -> ("model.hidden", 512); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value, e.g. train.max_epochs=3")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(cls: type, path: Path | None = None, overrides: list[str] | tuple = ()) -> Any:
+    """Defaults of `cls`, then the YAML at `path`, then `overrides`; checked at every level."""
+    data: dict = {}
+    where = "config"
+    if path is not None:
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of config keys")
+        data = loaded or {}
+    cfg = from_dict(cls, data, where)
+    for text in overrides:  # each override is checked on its own so its error names it
+        key, value = parse_override(text)
+        _set_dotted(data, key, value)
+        cfg = from_dict(cls, data, f"--set {text}")
+    return cfg

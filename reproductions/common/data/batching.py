@@ -1,0 +1,102 @@
+"""Length-bucketed batches under a token budget, the same on every rank and every resume.
+
+The pairs are shuffled with (seed, epoch), cut into chunks of `bucket_batches` batches' worth of
+pairs, each chunk sorted by length and split into batches (Bahdanau et al., App. B.2: "retrieved 1600
+sentence pairs, sorted them according to the lengths and split them into 20 minibatches"); the
+batches are then shuffled. Under DDP each rank takes every world_size-th batch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from .vocab import BOS_ID, EOS_ID, PAD_ID
+
+
+class TokenBudgetBatchSampler(torch.utils.data.Sampler):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_tokens: int | None = None,
+        batch_sentences: int | None = None,
+        bucket_batches: int = 20,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if (max_tokens is None) == (batch_sentences is None):
+            raise ValueError("give exactly one of max_tokens and batch_sentences")
+        self.lengths = list(lengths)
+        self.max_tokens, self.batch_sentences = max_tokens, batch_sentences
+        self.bucket_batches, self.shuffle, self.seed = bucket_batches, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _split(self, indices: list[int]) -> list[list[int]]:
+        batches, batch, longest = [], [], 0
+        for idx in indices:
+            longest_if_added = max(longest, self.lengths[idx])
+            full = (
+                len(batch) == self.batch_sentences
+                if self.batch_sentences
+                else longest_if_added * (len(batch) + 1) > self.max_tokens
+            )
+            if batch and full:
+                batches.append(batch)
+                batch, longest_if_added = [], self.lengths[idx]
+            batch.append(idx)
+            longest = longest_if_added
+        if batch:
+            batches.append(batch)
+        return batches
+
+    def batches(self) -> list[list[int]]:
+        order = list(range(len(self.lengths)))
+        if not self.shuffle:  # evaluation: sorted by length for speed; callers restore the order
+            return self._split(sorted(order, key=lambda i: self.lengths[i]))
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        rng.shuffle(order)
+        mean_len = max(1, sum(self.lengths) // max(1, len(self.lengths)))
+        per_batch = self.batch_sentences or max(1, self.max_tokens // mean_len)
+        chunk = per_batch * self.bucket_batches
+        batches = []
+        for start in range(0, len(order), chunk):
+            batches += self._split(sorted(order[start : start + chunk], key=lambda i: self.lengths[i]))
+        rng.shuffle(batches)
+        # Every rank must take the same number of steps, or DDP waits forever at the last one.
+        usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
+        return batches[self.rank : usable : self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def collate_pairs(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad token-id pairs into a batch: src (B, S), tgt_in = <s> y (B, T), tgt_out = y </s> (B, T)."""
+    src_len = max(len(e["src_ids"]) for e in examples) + 1
+    tgt_len = max(len(e["tgt_ids"]) for e in examples) + 1
+    batch_size = len(examples)
+    src = torch.full((batch_size, src_len), PAD_ID, dtype=torch.long)
+    tgt_in = torch.full((batch_size, tgt_len), PAD_ID, dtype=torch.long)
+    tgt_out = torch.full((batch_size, tgt_len), PAD_ID, dtype=torch.long)
+    for row, e in enumerate(examples):
+        s, t = e["src_ids"], e["tgt_ids"]
+        src[row, : len(s) + 1] = torch.tensor(s + [EOS_ID])
+        tgt_in[row, : len(t) + 1] = torch.tensor([BOS_ID] + t)
+        tgt_out[row, : len(t) + 1] = torch.tensor(t + [EOS_ID])
+    return {
+        "src": src,
+        "tgt_in": tgt_in,
+        "tgt_out": tgt_out,
+        "index": torch.tensor([e["index"] for e in examples]),
+    }

@@ -1,0 +1,59 @@
+"""Figures people would rather look at than read: alignment heatmaps (Bahdanau et al. Fig. 3) and
+BLEU by source sentence length (Fig. 2). Files are written atomically; matplotlib runs headless."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def attention_heatmap(weights, src_tokens: list[str], tgt_tokens: list[str], path: Path | str, title: str = "") -> None:
+    """weights (T, S): row i is the alignment of target token i over the source tokens."""
+    plt = _pyplot()
+    weights = weights[: len(tgt_tokens), : len(src_tokens)]
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src_tokens) + 1.5), max(3, 0.4 * len(tgt_tokens) + 1.2)))
+    ax.imshow(weights, cmap="gray", vmin=0.0, vmax=1.0, aspect="auto")  # white = high weight, as in Fig. 3
+    ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=90)
+    ax.set_yticks(range(len(tgt_tokens)), tgt_tokens)
+    ax.xaxis.tick_top()
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, pad=12, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def bleu_by_length_plot(series: dict[str, list[dict]], path: Path | str, title: str = "") -> None:
+    """series: model label -> `metrics.bleu_by_length` rows; one line per model, bucket sizes annotated."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, rows in series.items():
+        xs = [r["min_len"] if r["max_len"] is None else (r["min_len"] + r["max_len"]) / 2 for r in rows]
+        ax.plot(xs, [r["bleu"] for r in rows], marker="o", label=label)
+    any_rows = next(iter(series.values()), [])
+    for r in any_rows:
+        x = r["min_len"] if r["max_len"] is None else (r["min_len"] + r["max_len"]) / 2
+        ax.annotate(f"n={r['n']}", (x, 0), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+    ax.set_xlabel("source sentence length (words)")
+    ax.set_ylabel("BLEU (sacreBLEU)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "BLEU by source sentence length")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

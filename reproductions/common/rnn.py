@@ -1,0 +1,208 @@
+"""The RNN encoder-decoder shared by RNNsearch (bahdanau2014) and RNNencdec (cho2014).
+
+Following Bahdanau et al. 2014 (arXiv:1409.0473v7), App. A, the two models share the embeddings, the
+GRU decoder s_i = f(s_{i-1}, y_{i-1}, c_i), the deep maxout output and the vocabulary; they differ
+only in the *context* block that supplies c_i and the initial state s_0:
+- `AttentionContext` (RNNsearch): c_i = sum_j alpha_ij h_j over bidirectional annotations;
+- `FixedContext` (RNNencdec): one vector c summarising the source, the same at every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .attention import AdditiveAttention
+from .data.vocab import PAD_ID
+from .translation_config import DataConfig, DecodeConfig, OptimConfig, TrainConfig
+
+
+@dataclass
+class RNNModelConfig:
+    emb_dim: int = 620  # m, App. A.2.3
+    hidden: int = 1000  # n: encoder units per direction and decoder units, App. A.2.3
+    align_dim: int = 1000  # n': hidden units of the alignment model, App. A.2.3
+    maxout_dim: int = 500  # l: maxout units of the deep output, App. A.2.3
+    dropout: float = 0.0  # the paper uses none; small-data presets need some
+    init: Literal["paper", "torch"] = "paper"  # App. B.1, or PyTorch's defaults
+
+
+@dataclass
+class RNNTranslationConfig:
+    model: RNNModelConfig = field(default_factory=RNNModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+@dataclass
+class Encoded:
+    annotations: torch.Tensor  # (B, S, dirs * n)
+    mask: torch.Tensor  # (B, S) True on real tokens
+    last_forward: torch.Tensor  # (B, n) forward state at the last real token, ->h_{T_x}
+    first_backward: torch.Tensor | None  # (B, n) backward state at the first token, <-h_1
+
+
+class GRUEncoder(nn.Module):
+    """Embeddings and a (bi)directional GRU over the source (§3.2)."""
+
+    def __init__(self, vocab_size: int, emb_dim: int, hidden: int, bidirectional: bool, dropout: float):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
+        # DEVIATION: torch's GRU applies the reset gate after the recurrent product, r * (U h + b), where
+        # the paper has U (r * h) (App. A.1.1); same parameters and capacity, and a fused kernel.
+        self.rnn = nn.GRU(emb_dim, hidden, batch_first=True, bidirectional=bidirectional)
+        self.dropout = nn.Dropout(dropout)
+        self.bidirectional = bidirectional
+
+    @property
+    def out_dim(self) -> int:
+        return self.rnn.hidden_size * (2 if self.bidirectional else 1)
+
+    def forward(self, src: torch.Tensor) -> Encoded:
+        mask = src != PAD_ID  # (B, S)
+        lengths = mask.sum(1)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.dropout(self.embed(src)), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, h_n = self.rnn(packed)  # h_n: (dirs, B, n)
+        annotations, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        return Encoded(
+            annotations=annotations,
+            mask=mask,
+            last_forward=h_n[0],
+            first_backward=h_n[1] if self.bidirectional else None,  # the backward pass ends at token 1
+        )
+
+
+class AttentionContext(nn.Module):
+    """RNNsearch: c_i from the alignment model (§3.1); s_0 = tanh(W_s <-h_1) (App. A.2.2)."""
+
+    def __init__(self, annotation_dim: int, hidden: int, align_dim: int):
+        super().__init__()
+        self.attention = AdditiveAttention(query_dim=hidden, key_dim=annotation_dim, hidden=align_dim)
+        self.W_s = nn.Linear(annotation_dim // 2, hidden)
+        self.dim = annotation_dim
+
+    def start(self, enc: Encoded) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        s0 = torch.tanh(self.W_s(enc.first_backward))  # (B, n)
+        memory = {
+            "annotations": enc.annotations,
+            "keys": self.attention.project_keys(enc.annotations),  # U_a h_j, once per sentence
+            "mask": enc.mask,
+        }
+        return s0, memory
+
+    def forward(self, s_prev: torch.Tensor, memory: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a = memory["annotations"]
+        return self.attention(s_prev, a, a, memory["mask"], projected_keys=memory["keys"])
+
+
+class FixedContext(nn.Module):
+    """RNNencdec (Cho et al. 2014, arXiv:1406.1078, §2.2 and App. A.1): c = tanh(V h_T) summarises the
+    whole source, the decoder starts from s_0 = tanh(V' c) and sees the same c at every step."""
+
+    def __init__(self, encoder_dim: int, hidden: int):
+        super().__init__()
+        self.V = nn.Linear(encoder_dim, hidden)
+        self.V_prime = nn.Linear(hidden, hidden)
+        self.dim = hidden
+
+    def start(self, enc: Encoded) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        c = torch.tanh(self.V(enc.last_forward))  # (B, n)
+        return torch.tanh(self.V_prime(c)), {"c": c, "mask": enc.mask}
+
+    def forward(self, s_prev: torch.Tensor, memory: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return memory["c"], None
+
+
+class MaxoutGRUDecoder(nn.Module):
+    """One step of the decoder of App. A.2.2:
+    s_i = GRU(s_{i-1}, [E y_{i-1}; c_i]);
+    t~_i = U_o s_{i-1} + V_o E y_{i-1} + C_o c_i;  t_i = max over pairs of t~_i;  p(y_i) ∝ exp(W_o t_i).
+    The output uses s_{i-1}, not s_i, exactly as the appendix writes it.
+    """
+
+    def __init__(self, vocab_size: int, emb_dim: int, hidden: int, ctx_dim: int, maxout_dim: int, dropout: float):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
+        # DEVIATION: torch's GRUCell gating, as in GRUEncoder.
+        self.cell = nn.GRUCell(emb_dim + ctx_dim, hidden)
+        self.U_o = nn.Linear(hidden, 2 * maxout_dim)
+        self.V_o = nn.Linear(emb_dim, 2 * maxout_dim, bias=False)
+        self.C_o = nn.Linear(ctx_dim, 2 * maxout_dim, bias=False)
+        self.W_o = nn.Linear(maxout_dim, vocab_size)
+        self.dropout = nn.Dropout(dropout)
+        self.maxout_dim = maxout_dim
+
+    def forward(self, y_prev_emb: torch.Tensor, s_prev: torch.Tensor, c: torch.Tensor):
+        """y_prev_emb (B, m), s_prev (B, n), c (B, ctx) -> logits (B, V), s_i (B, n)."""
+        t_tilde = self.U_o(s_prev) + self.V_o(y_prev_emb) + self.C_o(c)  # (B, 2l)
+        t = t_tilde.view(-1, self.maxout_dim, 2).max(dim=-1).values  # (B, l)
+        logits = self.W_o(self.dropout(t))  # (B, V)
+        s = self.cell(torch.cat([y_prev_emb, c], dim=-1), s_prev)  # (B, n)
+        return logits, s
+
+
+class RNNEncoderDecoder(nn.Module):
+    """Encoder + context block + decoder. `forward` is teacher-forced; `start`/`step` decode incrementally
+    (the interface of `reproductions.common.beam`)."""
+
+    def __init__(self, encoder: GRUEncoder, context: nn.Module, decoder: MaxoutGRUDecoder):
+        super().__init__()
+        self.encoder, self.context, self.decoder = encoder, context, decoder
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor):
+        """src (B, S), tgt_in (B, T) starting with <s> -> logits (B, T, V), alignments (B, T, S) or None."""
+        s, memory = self.context.start(self.encoder(src))
+        embedded = self.decoder.dropout(self.decoder.embed(tgt_in))  # (B, T, m)
+        all_logits, all_alpha = [], []
+        for i in range(tgt_in.size(1)):
+            c, alpha = self.context(s, memory)
+            logits, s = self.decoder(embedded[:, i], s, c)
+            all_logits.append(logits)
+            all_alpha.append(alpha)
+        alignments = None if all_alpha[0] is None else torch.stack(all_alpha, dim=1)
+        return torch.stack(all_logits, dim=1), alignments
+
+    def start(self, src: torch.Tensor) -> dict[str, torch.Tensor]:
+        s, memory = self.context.start(self.encoder(src))
+        return {"s": s, **memory}
+
+    def step(self, state: dict[str, torch.Tensor], y_prev: torch.Tensor):
+        """state (batch-first tensors), y_prev (N,) -> log-probs (N, V), new state, alignment (N, S) or None."""
+        c, alpha = self.context(state["s"], state)
+        logits, s = self.decoder(self.decoder.embed(y_prev), state["s"], c)
+        return torch.log_softmax(logits, dim=-1), {**state, "s": s}, alpha
+
+
+def init_paper_(model: nn.Module) -> None:
+    """App. B.1: recurrent matrices random orthogonal; W_a, U_a ~ N(0, 0.001^2); v_a and every bias
+    zero; every other weight ~ N(0, 0.01^2)."""
+    for name, param in model.named_parameters():
+        if "bias" in name:
+            nn.init.zeros_(param)
+        elif "weight_hh" in name:  # (3n, n): one orthogonal block per gate
+            for block in param.data.chunk(3, dim=0):
+                nn.init.orthogonal_(block)
+        elif name.endswith(("W_a.weight", "U_a.weight")):
+            nn.init.normal_(param, std=0.001)
+        elif name.endswith("v_a.weight"):
+            nn.init.zeros_(param)
+        else:
+            nn.init.normal_(param, std=0.01)
+
+
+def assemble(m: RNNModelConfig, src_vocab_size: int, tgt_vocab_size: int, bidirectional: bool, make_context):
+    """Encoder, the context block `make_context(encoder_dim)` and the shared decoder, initialised per `m.init`."""
+    encoder = GRUEncoder(src_vocab_size, m.emb_dim, m.hidden, bidirectional=bidirectional, dropout=m.dropout)
+    context = make_context(encoder.out_dim)
+    decoder = MaxoutGRUDecoder(tgt_vocab_size, m.emb_dim, m.hidden, context.dim, m.maxout_dim, m.dropout)
+    model = RNNEncoderDecoder(encoder, context, decoder)
+    if m.init == "paper":
+        init_paper_(model)
+    return model

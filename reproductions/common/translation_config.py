@@ -1,0 +1,68 @@
+"""Config sections shared by every translation reproduction (data, optimiser, training, decoding).
+
+Each reproduction adds its own `model` section; see `reproductions/common/rnn.py` and the paper folders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ALL_MULTI30K_TESTS = ["test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr"]
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["multi30k", "wmt14"] = "multi30k"
+    pair: str = "en-de"  # src-tgt, any two of en/de/fr/cs for Multi30k
+    train_split: str = "train"
+    val_split: str = "val"
+    test_splits: list[str] = field(default_factory=lambda: list(ALL_MULTI30K_TESTS))  # absent ones are skipped
+    train_limit: int | None = None  # keep the first N training pairs (tests and smoke runs)
+    eval_limit: int | None = None  # keep the first N pairs of the validation and test splits
+    max_len: int = 50  # training pairs with a side longer than this many tokens are dropped
+    vocab: Literal["bpe", "word"] = "bpe"  # joint subwords, or the paper's per-language word shortlist
+    vocab_size: int = 8000
+    joint_vocab: bool = True  # one vocabulary for both languages (subwords); False: one per language
+    max_tokens: int | None = 4000  # token budget per batch (max(src, tgt) length x sentences)
+    batch_sentences: int | None = None  # fixed number of sentences per batch instead (paper: 80)
+    bucket_batches: int = 20  # sort this many batches' worth of pairs by length at a time (paper §4.2)
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adadelta", "adam"] = "adam"
+    lr: float = 1e-3
+    eps: float = 1e-8
+    rho: float = 0.95  # Adadelta only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam only
+    weight_decay: float = 0.0
+    clip_norm: float | None = 1.0
+    schedule: Literal["constant", "plateau", "inverse_sqrt"] = "constant"
+    warmup_steps: int = 4000  # inverse_sqrt only
+    plateau_factor: float = 0.5  # plateau only: lr multiplier when validation loss stalls
+    plateau_patience: int = 1
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 10
+    max_steps: int = -1  # -1: no step limit
+    max_minutes: float | None = None  # wall-clock budget for fitting; the best checkpoint so far is used
+    label_smoothing: float = 0.0
+    precision: str = "32-true"
+    accumulate_grad_batches: int = 1
+    val_every_n_epochs: int = 1
+    log_every_n_steps: int = 20
+    keep_checkpoints: int = 1  # best-by-validation-loss checkpoints kept besides last.ckpt
+
+
+@dataclass
+class DecodeConfig:
+    beam: int = 5  # 1: greedy
+    length_penalty: float = 1.0  # alpha of ((5 + |y|) / 6) ** alpha (Wu et al. 2016); 0: none
+    max_len_a: float = 1.5  # hypotheses stop at a * source length + b tokens
+    max_len_b: int = 10
+    batch_size: int = 64  # sentences decoded together
+    length_buckets: list[int] = field(default_factory=lambda: [0, 10, 15, 20, 25, 30, 40, 50])

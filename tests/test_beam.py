@@ -1,0 +1,67 @@
+import math
+
+import torch
+
+from reproductions import registry
+from reproductions.common.beam import beam_search, length_penalty
+from reproductions.common.data.vocab import BOS_ID, EOS_ID, PAD_ID
+
+A, B = 4, 5
+
+
+class MarkovToy:
+    """p(y_i | y_{i-1}) from a fixed table, where the greedy first choice leads to a worse sentence."""
+
+    table = {BOS_ID: {A: 0.6, B: 0.4}, A: {EOS_ID: 0.4, A: 0.3, B: 0.3}, B: {EOS_ID: 0.9, A: 0.05, B: 0.05}}
+
+    def start(self, src):
+        return {"src_len": (src != PAD_ID).sum(1)}
+
+    def step(self, state, y_prev):
+        log_probs = torch.full((y_prev.size(0), 6), float("-inf"))
+        for row, prev in enumerate(y_prev.tolist()):
+            for tok, p in self.table[prev].items():
+                log_probs[row, tok] = math.log(p)
+        attention = torch.zeros(y_prev.size(0), 3)
+        attention[:, 0] = 1.0
+        return log_probs, state, attention
+
+
+def test_beam_finds_the_better_sentence_that_greedy_misses():
+    src = torch.tensor([[7, 8, EOS_ID]])
+    greedy = beam_search(MarkovToy(), src, beam=1, alpha=0.0)[0]
+    beam = beam_search(MarkovToy(), src, beam=2, alpha=0.0, keep_attention=True)[0]
+    assert greedy.tokens == [A] and math.isclose(greedy.score, math.log(0.6 * 0.4), rel_tol=1e-6)
+    assert beam.tokens == [B] and math.isclose(beam.score, math.log(0.4 * 0.9), rel_tol=1e-6)
+    assert beam.attention.shape == (2, 3)  # one row per emitted token, </s> included
+
+
+def _tiny_rnnsearch(vocab=30):
+    torch.manual_seed(0)
+    cfg = registry.get("bahdanau2014").load_config("tiny", ["model.init=torch"])
+    return registry.get("bahdanau2014").build(cfg, vocab, vocab).eval()
+
+
+def test_batched_beam_equals_one_sentence_at_a_time_and_scores_are_true_log_probs():
+    model = _tiny_rnnsearch()
+    src = torch.tensor([[5, 9, 12, 7, EOS_ID], [6, 11, EOS_ID, PAD_ID, PAD_ID], [8, EOS_ID, PAD_ID, PAD_ID, PAD_ID]])
+    batched = beam_search(model, src, beam=4, alpha=0.6, max_len_b=6)
+    for row, hyp in enumerate(batched):
+        alone = beam_search(model, src[row : row + 1, : int((src[row] != PAD_ID).sum())], beam=4, alpha=0.6,
+                            max_len_b=6)[0]
+        assert alone.tokens == hyp.tokens
+        assert math.isclose(alone.score, hyp.score, rel_tol=1e-4, abs_tol=1e-4)
+        # The reported score is the model's own log p(y | x), normalised by the length penalty.
+        tokens = hyp.tokens + [EOS_ID]
+        tgt_in = torch.tensor([[BOS_ID] + tokens[:-1]])
+        with torch.no_grad():
+            logits, _ = model(src[row : row + 1], tgt_in)
+        log_p = torch.log_softmax(logits, -1)[0, torch.arange(len(tokens)), torch.tensor(tokens)].sum().item()
+        assert math.isclose(hyp.score, log_p / length_penalty(len(tokens), 0.6), rel_tol=1e-4, abs_tol=1e-4)
+
+
+def test_hypotheses_respect_the_length_limit():
+    model = _tiny_rnnsearch()
+    src = torch.tensor([[5, 9, EOS_ID]])
+    hyp = beam_search(model, src, beam=3, max_len_a=1.0, max_len_b=2)[0]
+    assert len(hyp.tokens) + 1 <= 1.0 * 3 + 2 + 1

@@ -1,0 +1,132 @@
+"""The command line as a user runs it: subprocesses on a slice of real Multi30k."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def attnrepro(*args: str, stdin: str | None = None, env: dict | None = None, cwd: Path | None = None):
+    full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], input=stdin, capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=600)
+
+
+def assert_clean_error(result, *fragments: str):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("attnrepro: error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in line, line
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory, data_root):
+    """Tiny RNNsearch and RNNencdec runs (200 training pairs, 20 test sentences), trained once for the module."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for name in ("bahdanau2014", "cho2014"):
+        run_dir = root / name
+        result = attnrepro("train", name, "--preset", "tiny", "--pair", "en-de", "--seed", "3",
+                           "--run-dir", str(run_dir), env={"ATTNREPRO_DATA": str(data_root)})
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = run_dir
+    return runs
+
+
+def test_train_writes_a_complete_run_directory(trained_runs, data_root):
+    run_dir = trained_runs["bahdanau2014"]
+    for name in ("config.yaml", "command.txt", "provenance.json", "metrics.json", "hyps/test_2016_flickr.txt",
+                 "checkpoints/last.ckpt", "logs/metrics.csv"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    split = metrics["splits"]["test_2016_flickr"]
+    assert split["sentences"] == 20 and 0 <= split["bleu"] <= 100 and split["chrf"] > 0
+    assert split["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert sum(b["n"] for b in split["bleu_by_length"]) == 20
+    assert metrics["training"]["steps"] > 0 and metrics["training"]["target_tokens_per_s"] > 0
+    hyps = (run_dir / "hyps/test_2016_flickr.txt").read_text().splitlines()
+    assert len(hyps) == 20
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["seed"] == 3 and provenance["packages"]["torch"].startswith("2.")
+    assert provenance["data_checksums"]["multi30k/task1/raw/train.de.gz"].startswith("2c2b73fd")
+    assert "commit" in provenance["git"]
+    assert "--preset tiny" in (run_dir / "command.txt").read_text()
+
+
+def test_evaluate_any_split_with_another_beam(trained_runs, data_root):
+    run_dir = trained_runs["cho2014"]
+    result = attnrepro("evaluate", str(run_dir), "--split", "val", "--beam", "1",
+                       env={"ATTNREPRO_DATA": str(data_root)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["splits"]["val"]["beam"] == 1 and metrics["splits"]["val"]["sentences"] == 20
+    assert "test_2016_flickr" in metrics["splits"]  # earlier scores are kept
+    assert len((run_dir / "hyps/val.txt").read_text().splitlines()) == 20
+
+
+def test_translate_with_attention_plot(trained_runs, tmp_path):
+    plot = tmp_path / "align.png"
+    result = attnrepro("translate", str(trained_runs["bahdanau2014"] / "checkpoints/last.ckpt"),
+                       "--plot-attention", str(plot), stdin="A man rides a bike.\nTwo dogs play in the snow.\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout.strip().splitlines()) == 2
+    for path in (plot, tmp_path / "align-2.png"):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+def test_translate_refuses_a_plot_for_the_fixed_vector_model(trained_runs, tmp_path):
+    result = attnrepro("translate", str(trained_runs["cho2014"]), "--plot-attention", str(tmp_path / "x.png"),
+                       stdin="A dog.\n")
+    assert_clean_error(result, "no attention to plot")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (("train", "bahdanau2041"), ("unknown reproduction 'bahdanau2041'", "Did you mean 'bahdanau2014'")),
+    (("train", "cho2014", "--preset", "huge"), ("no preset 'huge'",)),
+    (("train", "cho2014", "--set", "model.hiden=3"), ("unknown config key 'model.hiden'",)),
+    (("train", "cho2014", "--set", "data.pair=en-xx"), ("unknown Multi30k language 'xx'",)),
+    (("evaluate", "/nonexistent/run"), ("/nonexistent/run does not exist",)),
+])
+def test_bad_input_gets_one_clear_line(args, fragments, tmp_path, data_root):
+    run_dir = ("--run-dir", str(tmp_path / "r")) if args[0] == "train" else ()
+    result = attnrepro(*args, *run_dir, env={"ATTNREPRO_DATA": str(data_root)})
+    assert_clean_error(result, *fragments)
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_missing_data_names_the_file(tmp_path):
+    result = attnrepro("train", "bahdanau2014", "--run-dir", str(tmp_path / "r"),
+                       env={"ATTNREPRO_DATA": str(tmp_path / "empty")})
+    assert_clean_error(result, "train.en.gz not found", "ATTNREPRO_DATA")
+
+
+def test_corrupt_checkpoint_is_refused(trained_runs, tmp_path):
+    good = (trained_runs["bahdanau2014"] / "checkpoints/last.ckpt").read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good[: len(good) // 2])
+    result = attnrepro("translate", str(truncated), stdin="A dog.\n")
+    assert_clean_error(result, "truncated.ckpt is corrupt or truncated")
+    foreign = tmp_path / "foreign.ckpt"
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    result = attnrepro("evaluate", str(foreign))
+    assert_clean_error(result, "foreign.ckpt is not an attnrepro checkpoint")
+
+
+def test_existing_run_directory_is_not_overwritten(trained_runs):
+    result = attnrepro("train", "bahdanau2014", "--run-dir", str(trained_runs["bahdanau2014"]))
+    assert_clean_error(result, "already holds a run")
+
+
+def test_list_names_every_reproduction_and_its_baseline():
+    result = attnrepro("list", env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    assert "bahdanau2014" in result.stdout and "cho2014" in result.stdout and "RNNsearch" in result.stdout

@@ -1,0 +1,44 @@
+import pytest
+
+from reproductions import registry
+from reproductions.common.config import ConfigError, load_config
+from reproductions.common.rnn import RNNTranslationConfig
+
+
+def test_preset_and_overrides_are_typed():
+    cfg = registry.get("bahdanau2014").load_config("tiny", ["model.hidden=32", "optim.lr=1", "data.pair=fr-en"])
+    assert cfg.model.hidden == 32
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.data.pair == "fr-en"
+
+
+def test_unknown_key_in_override_is_named():
+    with pytest.raises(ConfigError, match=r"unknown config key 'model\.hiden'.*--set model\.hiden=3|--set model\.hiden=3.*'model\.hiden'"):
+        registry.get("bahdanau2014").load_config("tiny", ["model.hiden=3"])
+
+
+def test_unknown_key_in_file_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  hidden: 8\ntrian:\n  max_epochs: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown config key 'trian'"):
+        load_config(RNNTranslationConfig, path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.hidden=big", "'model.hidden' must be int"),
+    ("optim.name=sgd", "'optim.name' must be one of"),
+    ("data.test_splits=val", "'data.test_splits' must be a list"),
+    ("model=3", "'model' is a section"),
+    ("nonsense", "must look like key=value"),
+])
+def test_bad_values_are_explained(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        registry.get("cho2014").load_config("tiny", [override])
+
+
+def test_unknown_preset_and_name():
+    with pytest.raises(registry.UnknownNameError, match="no preset 'huge'"):
+        registry.get("cho2014").config_path("huge")
+    with pytest.raises(registry.UnknownNameError, match="Did you mean 'bahdanau2014'"):
+        registry.get("bahdanau2041")
+    assert registry.get("rnnsearch").name == "bahdanau2014"
