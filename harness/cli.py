@@ -42,7 +42,8 @@ def _cmd_evaluate(args) -> None:
 def _cmd_translate(args) -> None:
     from .translate import translate
 
-    translate(args.checkpoint, sys.stdin.readlines(), beam=args.beam, plot_attention=args.plot_attention)
+    translate(args.checkpoint, sys.stdin.readlines(), beam=args.beam, plot_attention=args.plot_attention,
+              layer=args.layer, head=args.head, view=args.attention)
 
 
 def _cmd_reproduce(args) -> None:
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int)
     p.add_argument("--plot-attention", type=Path, metavar="FILE.png",
                    help="write the alignment heatmap (Bahdanau et al. Fig. 3); FILE-2.png... for later lines")
+    p.add_argument("--attention", choices=["cross", "encoder"], default="cross",
+                   help="what to plot: output over source (default) or encoder self-attention (Vaswani Figs. 3-5)")
+    p.add_argument("--layer", type=int, help="layer to plot for multi-layer models (default: the last)")
+    p.add_argument("--head", type=int, help="head to plot for multi-head models (default: mean over heads)")
     p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser("reproduce", help="train every paper and its fixed-vector baseline and compare them")

@@ -25,7 +25,9 @@ def locate(target: Path | str) -> tuple[Path | None, Path]:
         for name in ("best.ckpt", "last.ckpt"):
             if (ckpts / name).is_file():
                 return target, ckpts / name
-        raise CheckpointError(f"{target} holds no checkpoints/best.ckpt or checkpoints/last.ckpt; is it a run directory?")
+        raise CheckpointError(
+            f"{target} holds no checkpoints/best.ckpt or checkpoints/last.ckpt; is it a run directory?"
+        )
     if not target.exists():
         raise CheckpointError(f"{target} does not exist; give a run directory or a .ckpt file")
     run_dir = target.parent.parent if (target.parent.parent / "config.yaml").exists() else None

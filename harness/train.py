@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from reproductions import registry
 from reproductions.common.config import to_dict
 from reproductions.common.data.sources import cache_root
+from reproductions.common.flops import flops_per_target_token
 
 from . import rundir
 
@@ -81,9 +82,16 @@ def train(
 
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
-        save_top_k=cfg.train.keep_checkpoints, save_last=True, auto_insert_metric_name=False,
+        save_top_k=1, save_last=True, auto_insert_metric_name=False,
     )
     clock = TrainClock()
+    callbacks = [checkpoints, clock, LearningRateMonitor(logging_interval="step")]
+    if cfg.train.average_last > 0:  # keep the last N periodic checkpoints for averaging (Vaswani et al. §6.1)
+        callbacks.append(ModelCheckpoint(
+            dirpath=run_dir / "checkpoints" / "periodic", filename="step{step}", monitor="step", mode="max",
+            save_top_k=cfg.train.average_last, auto_insert_metric_name=False,
+            train_time_interval=dt.timedelta(minutes=cfg.train.checkpoint_every_minutes),
+        ))
     loggers = [CSVLogger(str(run_dir), name="", version="logs")]
     wandb_logger = _wandb_logger(run_dir, wandb_mode(wandb), repro.name, preset, cfg, group)
     if wandb_logger is not None:
@@ -99,7 +107,7 @@ def train(
         precision=t.precision,
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.val_every_n_epochs,
-        callbacks=[checkpoints, clock, LearningRateMonitor(logging_interval="step")],
+        callbacks=callbacks,
         logger=loggers,
         devices=devices,
         accelerator="auto",
@@ -112,7 +120,10 @@ def train(
     if trainer.global_rank != 0:
         return run_dir
 
-    best = checkpoints.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
+    scored = Path(checkpoints.best_model_path or run_dir / "checkpoints" / "last.ckpt")
+    if cfg.train.average_last > 0:
+        scored = _average_last(run_dir / "checkpoints", cfg.train.average_last, trainer.global_step)
+    flops_per_token = flops_per_target_token(module.model, _sample_batch(data, module.device))
     rundir.update_metrics(run_dir, "training", {
         "wall_time_s": round(clock.fit_seconds, 1),
         "train_time_s": round(clock.train_seconds, 1),
@@ -121,14 +132,16 @@ def train(
         "target_tokens": module.tokens_seen,
         "target_tokens_per_s": round(module.tokens_seen / max(clock.train_seconds, 1e-9), 1),
         "best_val_loss": _float(checkpoints.best_model_score),
-        "best_checkpoint": Path(best).name,
+        "scored_checkpoint": scored.name,
+        "flops_per_target_token": round(flops_per_token),
+        "training_flops": flops_per_token * module.tokens_seen,  # forward + backward, matrix products (FlopCounterMode)
         "devices": trainer.world_size,
         "parameters": params,
     })
     if evaluate_after:
         from .evaluate import evaluate
 
-        evaluate(run_dir, checkpoint=Path(best), logger=wandb_logger)
+        evaluate(run_dir, checkpoint=scored, logger=wandb_logger)
     if wandb_logger is not None:
         import wandb as wandb_lib
 
@@ -136,6 +149,23 @@ def train(
         if wandb_mode(wandb) == "offline":
             print(f"W&B run saved offline under {run_dir / 'wandb'}; upload it with `wandb sync {run_dir / 'wandb'}`")
     return run_dir
+
+
+def _average_last(checkpoint_dir: Path, n: int, final_step: int) -> Path:
+    """The mean of the last n-1 periodic checkpoints and the final weights (last.ckpt)."""
+    from reproductions.common.averaging import average_checkpoints
+
+    periodic = sorted((checkpoint_dir / "periodic").glob("step*.ckpt"), key=lambda p: int(p.stem[4:]))
+    periodic = [p for p in periodic if int(p.stem[4:]) != final_step]  # that one is last.ckpt already
+    paths = periodic[-(n - 1):] if n > 1 else []
+    return average_checkpoints(paths + [checkpoint_dir / "last.ckpt"], checkpoint_dir / "averaged.ckpt")
+
+
+def _sample_batch(data, device) -> dict:
+    from reproductions.common.data.batching import collate_pairs
+
+    batch = collate_pairs(data.train_set.examples[:32])
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _float(value) -> float | None:

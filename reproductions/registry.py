@@ -101,6 +101,19 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             datasets=("multi30k", "wmt14"),
             aliases=("rnnencdec",),
         ),
+        Reproduction(
+            name="vaswani2017",
+            title="Transformer",
+            paper="Vaswani et al. 2017",
+            arxiv="1706.03762v7",
+            task="translation",
+            role="paper",
+            baseline="cho2014",
+            builder="reproductions.vaswani2017.model:build",
+            config_class="reproductions.vaswani2017.model:TransformerTranslationConfig",
+            datasets=("multi30k", "wmt14"),
+            aliases=("transformer",),
+        ),
     ]
 }
 
@@ -112,7 +125,9 @@ def get(name: str) -> Reproduction:
     known = [r.name for r in REPRODUCTIONS.values()] + [a for r in REPRODUCTIONS.values() for a in r.aliases]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise UnknownNameError(f"unknown reproduction '{name}'.{hint} Known: {', '.join(REPRODUCTIONS)} (see `attnrepro list`)")
+    raise UnknownNameError(
+        f"unknown reproduction '{name}'.{hint} Known: {', '.join(REPRODUCTIONS)} (see `attnrepro list`)"
+    )
 
 
 def papers() -> list[Reproduction]:

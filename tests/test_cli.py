@@ -28,10 +28,10 @@ def assert_clean_error(result, *fragments: str):
 
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory, data_root):
-    """Tiny RNNsearch and RNNencdec runs (200 training pairs, 20 test sentences), trained once for the module."""
+    """Tiny runs of each translation model (200 training pairs, 20 test sentences), trained once for the module."""
     root = tmp_path_factory.mktemp("runs")
     runs = {}
-    for name in ("bahdanau2014", "cho2014"):
+    for name in ("bahdanau2014", "cho2014", "vaswani2017"):
         run_dir = root / name
         result = attnrepro("train", name, "--preset", "tiny", "--pair", "en-de", "--seed", "3",
                            "--run-dir", str(run_dir), env={"ATTNREPRO_DATA": str(data_root)})
@@ -79,6 +79,35 @@ def test_translate_with_attention_plot(trained_runs, tmp_path):
     assert len(result.stdout.strip().splitlines()) == 2
     for path in (plot, tmp_path / "align-2.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+@pytest.mark.parametrize("options", [("--layer", "0", "--head", "1"), ("--attention", "encoder"), ()])
+def test_transformer_attention_plots_for_any_layer_and_head(trained_runs, tmp_path, options):
+    plot = tmp_path / "attn.png"
+    result = attnrepro("translate", str(trained_runs["vaswani2017"]), "--plot-attention", str(plot), *options,
+                       stdin="A girl in a red coat.\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert plot.read_bytes()[:4] == b"\x89PNG" and plot.stat().st_size > 2000
+
+
+def test_transformer_run_records_flops_and_scores_the_averaged_checkpoint(trained_runs):
+    run_dir = trained_runs["vaswani2017"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    training = metrics["training"]
+    assert training["training_flops"] > 0 and training["flops_per_target_token"] > 0
+    assert training["scored_checkpoint"] == "averaged.ckpt"
+    assert metrics["splits"]["test_2016_flickr"]["checkpoint"] == "averaged.ckpt"
+    assert len(list((run_dir / "checkpoints" / "periodic").glob("step*.ckpt"))) >= 1
+
+
+@pytest.mark.parametrize("name, options, fragment", [
+    ("vaswani2017", ("--head", "9"), "--head 9 is out of range"),
+    ("cho2014", ("--layer", "0"), "no layers, heads"),
+])
+def test_attention_view_options_are_checked(trained_runs, tmp_path, name, options, fragment):
+    result = attnrepro("translate", str(trained_runs[name]), "--plot-attention", str(tmp_path / "x.png"), *options,
+                       stdin="A dog.\n")
+    assert_clean_error(result, fragment)
 
 
 def test_translate_refuses_a_plot_for_the_fixed_vector_model(trained_runs, tmp_path):
@@ -130,3 +159,16 @@ def test_list_names_every_reproduction_and_its_baseline():
     result = attnrepro("list", env={"COLUMNS": "200"})
     assert result.returncode == 0
     assert "bahdanau2014" in result.stdout and "cho2014" in result.stdout and "RNNsearch" in result.stdout
+
+
+def test_reproduce_compares_each_paper_with_its_baseline_and_reuses_finished_runs(tmp_path, data_root):
+    env = {"ATTNREPRO_DATA": str(data_root), "COLUMNS": "200"}
+    first = attnrepro("reproduce", "--preset", "tiny", "--out", str(tmp_path), env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for title in ("RNNsearch (bahdanau2014)", "RNNencdec (cho2014)", "Transformer (vaswani2017)"):
+        assert title in first.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bahdanau2014-seed1", "cho2014-seed1", "vaswani2017-seed1"]
+    stamp = (tmp_path / "cho2014-seed1" / "metrics.json").stat().st_mtime
+    again = attnrepro("reproduce", "--preset", "tiny", "--out", str(tmp_path), env=env)
+    assert again.returncode == 0 and "RNNsearch (bahdanau2014)" in again.stdout
+    assert (tmp_path / "cho2014-seed1" / "metrics.json").stat().st_mtime == stamp  # not trained again

@@ -128,3 +128,15 @@ def test_without_a_data_root_files_are_fetched_verified_and_cached(data_root, tm
     assert not (tmp_path / "cache" / "data" / wrong.relpath).exists()
     leftovers = [p for p in (tmp_path / "cache" / "data").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_every_epoch_has_the_same_number_of_batches_under_a_token_budget():
+    lengths = [(i * 7919) % 40 + 1 for i in range(3000)]
+    sampler = TokenBudgetBatchSampler(lengths, max_tokens=300, seed=5, rank=1, world_size=2)
+    counts = set()
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        counts.add(len(sampler.batches()))
+    assert len(counts) == 1
+    with pytest.raises(ValueError, match="cannot be shared by 4 processes"):
+        TokenBudgetBatchSampler([3, 4], batch_sentences=2, world_size=4).batches()

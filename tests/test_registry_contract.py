@@ -85,3 +85,32 @@ def test_one_lightning_step_on_real_data(name, data_root, tmp_path):
     assert trainer.global_step == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
     assert module.tokens_seen > 0
+
+
+def test_training_batches_are_reshuffled_every_epoch(data_root, tmp_path):
+    import pytorch_lightning as pl
+
+    from reproductions.common.data.datamodule import TranslationDataModule
+    from reproductions.common.translation_module import TranslationModule
+
+    class RecordBatches(pl.Callback):
+        def __init__(self):
+            self.seen: dict[int, list] = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.setdefault(trainer.current_epoch, []).append(batch["index"].tolist())
+
+    repro = registry.get("cho2014")
+    cfg = repro.load_config("tiny", ["data.train_limit=120", "data.eval_limit=8", "data.max_tokens=300"])
+    data = TranslationDataModule(cfg.data, seed=0, cache_dir=tmp_path)
+    data.load()
+    module = TranslationModule(repro.build(cfg, len(data.src_vocab), len(data.tgt_vocab)), cfg, "cho2014",
+                               data.src_vocab, data.tgt_vocab)
+    recorder = RecordBatches()
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, use_distributed_sampler=False, accelerator="cpu",
+                         callbacks=[recorder], num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=data)
+    first, second = recorder.seen[0], recorder.seen[1]
+    assert len(first) == len(second) and first != second
+    assert sorted(i for b in first for i in b) == sorted(i for b in second for i in b)

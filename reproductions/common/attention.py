@@ -64,3 +64,44 @@ class DotAttention(nn.Module):
         scores = torch.bmm(keys, self.W(query).unsqueeze(-1)).squeeze(-1) * self.scale  # (B, S)
         weights = masked_softmax(scores, mask)
         return torch.bmm(weights.unsqueeze(1), values).squeeze(1), weights
+
+
+def scaled_dot_product(q, k, v, mask=None, dropout: nn.Module | None = None):
+    """Vaswani et al. 2017 (arXiv:1706.03762v7), Eq. 1: Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V.
+
+    q (..., T, d_k), k (..., S, d_k), v (..., S, d_v); mask broadcastable to (..., T, S), True = may attend.
+    Returns (..., T, d_v) and the weights (..., T, S).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return (dropout(weights) if dropout is not None else weights) @ v, weights
+
+
+class MultiHeadAttention(nn.Module):
+    """§3.2.2: MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V),
+    with d_k = d_v = d_model / h. The sequence form of the shared signature: query (B, T, d_model),
+    keys/values (B, S, d_model), mask (B, T or 1, S) -> (B, T, d_model), weights (B, h, T, S)."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        assert d_model % heads == 0, "d_model must be divisible by the number of heads"
+        self.heads, self.d_k = heads, d_model // heads
+        self.W_q = nn.Linear(d_model, d_model)
+        self.W_k = nn.Linear(d_model, d_model)
+        self.W_v = nn.Linear(d_model, d_model)
+        self.W_o = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.heads, self.d_k).transpose(1, 2)  # (B, h, L, d_k)
+
+    def forward(self, query, keys, values, mask=None):
+        batch, length, _ = query.shape
+        q, k, v = self._split(self.W_q(query)), self._split(self.W_k(keys)), self._split(self.W_v(values))
+        mask = None if mask is None else mask.unsqueeze(1)  # (B, 1, T or 1, S): the same for every head
+        out, weights = scaled_dot_product(q, k, v, mask, self.dropout)  # (B, h, T, d_k), (B, h, T, S)
+        out = out.transpose(1, 2).reshape(batch, length, self.heads * self.d_k)  # Concat(head_1..head_h)
+        return self.W_o(out), weights

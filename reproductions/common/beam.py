@@ -53,6 +53,8 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     sentence_max = (max_len_a * src_len + max_len_b).long()  # (B,)
+    if hasattr(model, "max_decode_len"):  # e.g. a Transformer's table of positions
+        sentence_max = sentence_max.clamp(max=model.max_decode_len)
     max_len = int(sentence_max.max().item())
 
     for t in range(max_len + 1):

@@ -38,5 +38,6 @@ def bleu_by_length(srcs: list[str], hyps: list[str], refs: list[str], edges: lis
         if not idx:
             continue
         score = BLEU().corpus_score([hyps[i] for i in idx], [[refs[i] for i in idx]]).score
-        out.append({"min_len": lo, "max_len": None if hi == math.inf else hi - 1, "n": len(idx), "bleu": round(score, 2)})
+        max_len = None if hi == math.inf else hi - 1
+        out.append({"min_len": lo, "max_len": max_len, "n": len(idx), "bleu": round(score, 2)})
     return out

@@ -55,7 +55,8 @@ class TrainConfig:
     accumulate_grad_batches: int = 1
     val_every_n_epochs: int = 1
     log_every_n_steps: int = 20
-    keep_checkpoints: int = 1  # best-by-validation-loss checkpoints kept besides last.ckpt
+    average_last: int = 0  # >0: score the mean of the last N periodic checkpoints (Vaswani et al. §6.1)
+    checkpoint_every_minutes: float = 10.0  # period of those checkpoints (§6.1: 10-minute intervals)
 
 
 @dataclass

@@ -19,7 +19,7 @@ CHECKPOINT_FORMAT = 1
 def inverse_sqrt(step: int, warmup: int) -> float:
     """Vaswani et al. 2017 (arXiv:1706.03762v7), Eq. 3 without its d_model^-0.5 factor, which is `optim.lr`:
     lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5). LambdaLR counts from 0; the paper from 1."""
-    step += 1
+    step, warmup = step + 1, max(warmup, 1)
     return min(step**-0.5, step * warmup**-1.5)
 
 
@@ -43,11 +43,21 @@ class TranslationModule(pl.LightningModule):
         )
         return loss, (target != PAD_ID).sum()
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning sets the epoch on a DataLoader's sampler, not on a batch_sampler like ours: without
+        # this every epoch would see the same batches in the same order.
+        sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.current_epoch)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss_sum, ntok = self._loss_sum(batch, self.cfg.train.label_smoothing)
-        loss = loss_sum / ntok
-        self.tokens_seen += int(ntok) * self.trainer.world_size
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(ntok))
+        total_ntok = ntok
+        if self.trainer.world_size > 1:  # per-token mean over all ranks' tokens (DDP then averages gradients)
+            total_ntok = self.all_gather(ntok).sum()
+        loss = loss_sum * self.trainer.world_size / total_ntok
+        self.tokens_seen += int(total_ntok)
+        self.log("train/loss", loss_sum / ntok, prog_bar=True, batch_size=int(ntok))
         self.log("train/tokens", float(self.tokens_seen), batch_size=1)
         return loss
 

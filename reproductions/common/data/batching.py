@@ -35,6 +35,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         self.bucket_batches, self.shuffle, self.seed = bucket_batches, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self._epoch_length: int | None = None  # batches per rank, fixed by epoch 0 (see batches())
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -70,9 +71,18 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         for start in range(0, len(order), chunk):
             batches += self._split(sorted(order[start : start + chunk], key=lambda i: self.lengths[i]))
         rng.shuffle(batches)
-        # Every rank must take the same number of steps, or DDP waits forever at the last one.
-        usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
-        return batches[self.rank : usable : self.world_size]
+        # Every epoch and every rank must take the same number of steps: Lightning sizes the epoch once
+        # (validation runs when that count is reached) and DDP waits forever for a missing step. Batch
+        # counts under a token budget vary a little with the order, so later epochs are trimmed or topped
+        # up (with their own first batches) to epoch 0's count.
+        if len(batches) < self.world_size:
+            raise ValueError(f"{len(batches)} batches cannot be shared by {self.world_size} processes; "
+                             "use more data or a smaller batch")
+        if self._epoch_length is None:
+            self._epoch_length = len(batches) // self.world_size
+        needed = self._epoch_length * self.world_size
+        batches = (batches + batches[: max(0, needed - len(batches))])[:needed]
+        return batches[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())

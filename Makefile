@@ -1,0 +1,22 @@
+# Set-up and the two commands of the README. Everything installs into .venv, torch 2.13.0 (CPU) first.
+PYTHON ?= python3
+PRESET ?= quick
+VENV := .venv
+export ATTNREPRO_DATA ?= $(abspath ../shared/data)
+
+.PHONY: reproduce test lint
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e '.[test,lint]' 'tox>=4'
+	touch $@
+
+reproduce: $(VENV)/.installed  ## the main job: papers vs baselines at PRESET scale, then the report table
+	$(VENV)/bin/attnrepro reproduce --preset $(PRESET)
+
+test: $(VENV)/.installed  ## the test suite and lint, through tox
+	$(VENV)/bin/tox -e py,lint
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .

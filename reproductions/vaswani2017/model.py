@@ -1,0 +1,183 @@
+"""The Transformer (Vaswani et al. 2017, "Attention Is All You Need", arXiv:1706.03762v7).
+
+Encoder and decoder stacks of N post-norm layers (§3.1): every sub-layer is wrapped as
+LayerNorm(x + Dropout(Sublayer(x))) (§5.4); multi-head scaled dot-product attention (Eq. 1, §3.2.2) from
+`reproductions.common.attention`; position-wise FFN (Eq. 2); sinusoidal positions (§3.5); one embedding
+matrix shared by source, target and the pre-softmax projection, scaled by sqrt(d_model) (§3.4).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..common.attention import MultiHeadAttention
+from ..common.config import ConfigError
+from ..common.data.vocab import PAD_ID
+from ..common.translation_config import DataConfig, DecodeConfig, OptimConfig, TrainConfig
+
+
+@dataclass
+class TransformerModelConfig:
+    layers: int = 6  # N, Table 3 (base)
+    d_model: int = 512
+    d_ff: int = 2048
+    heads: int = 8  # h; d_k = d_v = d_model / h
+    dropout: float = 0.1  # P_drop, §5.4: sub-layer outputs and embeddings + positions
+    share_embeddings: bool = True  # §3.4; needs one joint vocabulary
+    max_positions: int = 1024
+
+
+@dataclass
+class TransformerTranslationConfig:
+    model: TransformerModelConfig = field(default_factory=TransformerModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
+    """§3.5: PE(pos, 2i) = sin(pos / 10000^(2i / d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i / d_model))."""
+    pos = torch.arange(length, dtype=torch.float).unsqueeze(1)  # (L, 1)
+    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float) / d_model)
+    pe = torch.zeros(length, d_model)
+    pe[:, 0::2] = torch.sin(pos * inv_freq)
+    pe[:, 1::2] = torch.cos(pos * inv_freq)
+    return pe  # (L, d_model)
+
+
+class FeedForward(nn.Module):
+    """Eq. 2: FFN(x) = max(0, x W_1 + b_1) W_2 + b_2."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.W_1, self.W_2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+
+    def forward(self, x):
+        return self.W_2(torch.relu(self.W_1(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, m: TransformerModelConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(m.d_model, m.heads)
+        self.ffn = FeedForward(m.d_model, m.d_ff)
+        self.norm_1, self.norm_2 = nn.LayerNorm(m.d_model), nn.LayerNorm(m.d_model)
+        self.dropout = nn.Dropout(m.dropout)
+
+    def forward(self, x, mask):
+        """x (B, S, d), mask (B, 1, S) -> x (B, S, d), self-attention (B, h, S, S)."""
+        attended, weights = self.self_attn(x, x, x, mask)
+        x = self.norm_1(x + self.dropout(attended))
+        return self.norm_2(x + self.dropout(self.ffn(x))), weights
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, m: TransformerModelConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(m.d_model, m.heads)
+        self.cross_attn = MultiHeadAttention(m.d_model, m.heads)
+        self.ffn = FeedForward(m.d_model, m.d_ff)
+        self.norms = nn.ModuleList(nn.LayerNorm(m.d_model) for _ in range(3))
+        self.dropout = nn.Dropout(m.dropout)
+
+    def forward(self, y, memory, causal_mask, src_mask):
+        """y (B, T, d), memory (B, S, d) -> y (B, T, d), encoder-decoder attention (B, h, T, S)."""
+        attended, _ = self.self_attn(y, y, y, causal_mask)
+        y = self.norms[0](y + self.dropout(attended))
+        attended, weights = self.cross_attn(y, memory, memory, src_mask)
+        y = self.norms[1](y + self.dropout(attended))
+        return self.norms[2](y + self.dropout(self.ffn(y))), weights
+
+
+class Transformer(nn.Module):
+    def __init__(self, m: TransformerModelConfig, src_vocab_size: int, tgt_vocab_size: int):
+        super().__init__()
+        self.d_model = m.d_model
+        self.src_embed = nn.Embedding(src_vocab_size, m.d_model, padding_idx=PAD_ID)
+        if m.share_embeddings:  # §3.4: one matrix for both embeddings and the pre-softmax projection
+            self.tgt_embed = self.src_embed
+        else:
+            self.tgt_embed = nn.Embedding(tgt_vocab_size, m.d_model, padding_idx=PAD_ID)
+        self.register_buffer("positions", sinusoidal_positions(m.max_positions, m.d_model), persistent=False)
+        self.max_decode_len = m.max_positions - 1  # beam search stops hypotheses here (<s> takes a position)
+        self.encoder = nn.ModuleList(EncoderLayer(m) for _ in range(m.layers))
+        self.decoder = nn.ModuleList(DecoderLayer(m) for _ in range(m.layers))
+        self.dropout = nn.Dropout(m.dropout)
+        self.attention_view: tuple[int, int | None] = (-1, None)  # (layer, head or None = mean over heads)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        # The paper gives no initialisation; Xavier for projections and N(0, d^-1/2) embeddings as in tensor2tensor.
+        for name, p in self.named_parameters():
+            if p.dim() > 1 and "embed" not in name:
+                nn.init.xavier_uniform_(p)
+        for embed in {self.src_embed, self.tgt_embed}:
+            nn.init.normal_(embed.weight, std=self.d_model**-0.5)
+            nn.init.zeros_(embed.weight[PAD_ID])
+
+    def _embed(self, embed: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
+        length = tokens.size(1)
+        if length > self.positions.size(0):
+            raise ValueError(f"sequence of {length} tokens exceeds model.max_positions={self.positions.size(0)}")
+        # §3.4: embeddings times sqrt(d_model); §5.4: dropout on the sums of embeddings and positions.
+        return self.dropout(embed(tokens) * math.sqrt(self.d_model) + self.positions[:length])
+
+    def encode(self, src: torch.Tensor):
+        """src (B, S) -> memory (B, S, d), source mask (B, 1, S), self-attention per layer [(B, h, S, S)]."""
+        src_mask = (src != PAD_ID).unsqueeze(1)
+        x, weights = self._embed(self.src_embed, src), []
+        for layer in self.encoder:
+            x, w = layer(x, src_mask)
+            weights.append(w)
+        return x, src_mask, weights
+
+    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor):
+        """tgt_in (B, T) -> logits (B, T, V), encoder-decoder attention per layer [(B, h, T, S)]."""
+        length = tgt_in.size(1)
+        causal = torch.ones(length, length, dtype=torch.bool, device=tgt_in.device).tril().unsqueeze(0)  # (1, T, T)
+        y, weights = self._embed(self.tgt_embed, tgt_in), []
+        for layer in self.decoder:
+            y, w = layer(y, memory, causal, src_mask)
+            weights.append(w)
+        return y @ self.tgt_embed.weight.t(), weights  # §3.4: the shared matrix is the pre-softmax projection
+
+    def _view(self, weights: list[torch.Tensor]) -> torch.Tensor:
+        layer, head = self.attention_view
+        w = weights[layer]  # (B, h, T, S)
+        return w.mean(1) if head is None else w[:, head]
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor):
+        """Teacher-forced: logits (B, T, V) and the viewed encoder-decoder attention (B, T, S)."""
+        memory, src_mask, _ = self.encode(src)
+        logits, weights = self.decode(tgt_in, memory, src_mask)
+        return logits, self._view(weights)
+
+    def start(self, src: torch.Tensor) -> dict[str, torch.Tensor]:
+        memory, src_mask, _ = self.encode(src)
+        return {"memory": memory, "src_mask": src_mask, "prefix": src.new_empty((src.size(0), 0))}
+
+    def step(self, state: dict[str, torch.Tensor], y_prev: torch.Tensor):
+        # The whole prefix is decoded again at each step: simple, and cheap at these lengths.
+        prefix = torch.cat([state["prefix"], y_prev.unsqueeze(1)], dim=1)  # (N, t)
+        logits, weights = self.decode(prefix, state["memory"], state["src_mask"])
+        attention = self._view(weights)[:, -1]  # (N, S)
+        return torch.log_softmax(logits[:, -1], dim=-1), {**state, "prefix": prefix}, attention
+
+    def encoder_self_attention(self, src: torch.Tensor) -> torch.Tensor:
+        """(L, h, S, S) for one sentence src (1, S): the view of the paper's Figs. 3-5."""
+        _, _, weights = self.encode(src)
+        return torch.stack([w[0] for w in weights])
+
+
+def build(cfg: TransformerTranslationConfig, src_vocab_size: int, tgt_vocab_size: int) -> Transformer:
+    if cfg.model.share_embeddings and src_vocab_size != tgt_vocab_size:
+        raise ConfigError(
+            "vaswani2017 shares one embedding matrix across languages (§3.4): set data.joint_vocab=true, "
+            "or model.share_embeddings=false"
+        )
+    return Transformer(cfg.model, src_vocab_size, tgt_vocab_size)
