@@ -31,9 +31,13 @@ from rich.table import Table
 from harness import rundir
 from harness.train import train
 from reproductions import registry
+from reproductions.common.data.translation import load_split
 from reproductions.common.io import atomic_write_json
+from reproductions.common.metrics import bleu_by_length
 from reproductions.common.plots import bleu_by_length_plot
 
+# Multi30k sentences are short (test_2016_flickr: 4-32 words, median 11): bins that hold 58-260 sentences each.
+FIGURE_BUCKETS = [0, 8, 10, 12, 14, 16, 19]
 TARGETS = {
     "bahdanau2014": {"split": "test_2016_flickr", "min_bleu": 30.0},
     "vaswani2017": {"split": "test_2016_flickr", "min_bleu": 36.0, "ahead_of": "bahdanau2014"},
@@ -74,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     figure = out / f"bleu_by_length_{FIGURE_SPLIT}.png"
-    series = {f"{registry.get(n).title} ({n})": r["splits"][FIGURE_SPLIT]["bleu_by_length"]
-              for n, r in runs.items() if FIGURE_SPLIT in r.get("splits", {})}
+    series = bleu_by_length_series(runs, args.pair)
     if series:
         bleu_by_length_plot(series, figure, title=f"Multi30k {FIGURE_SPLIT} {args.pair}: BLEU by source length")
 
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "packages": rundir.package_versions(),
         "targets": targets,
         "figure": str(figure) if series else None,
+        "bleu_by_length": {"split": FIGURE_SPLIT, "buckets_words": FIGURE_BUCKETS, "series": series},
         "runs": runs,
     }
     atomic_write_json(out / "result.json", result)
@@ -112,6 +116,20 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"target {name} >= {t['min_bleu']} BLEU{ahead} on {t['split']}: {t['bleu']:.2f} {verdict}")
     console.print(f"results: {out / 'result.json'}" + (f"; figure: {figure}" if series else ""))
     return 0
+
+
+def bleu_by_length_series(runs: dict, pair: str) -> dict[str, list[dict]]:
+    """BLEU by source length on FIGURE_SPLIT, recomputed from each run's hypotheses with FIGURE_BUCKETS."""
+    pairs = load_split("multi30k", pair, FIGURE_SPLIT)
+    srcs, refs = list(pairs["src"]), list(pairs["tgt"])
+    series = {}
+    for name, r in runs.items():
+        hyps_file = Path(r["run_dir"]) / "hyps" / f"{FIGURE_SPLIT}.txt"
+        if hyps_file.exists():
+            hyps = hyps_file.read_text(encoding="utf-8").splitlines()
+            if len(hyps) == len(srcs):  # runs with eval_limit (tiny presets) are scored on a slice only
+                series[f"{registry.get(name).title} ({name})"] = bleu_by_length(srcs, hyps, refs, FIGURE_BUCKETS)
+    return series
 
 
 def summary_table(runs: dict) -> Table:

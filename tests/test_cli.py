@@ -172,3 +172,20 @@ def test_reproduce_compares_each_paper_with_its_baseline_and_reuses_finished_run
     again = attnrepro("reproduce", "--preset", "tiny", "--out", str(tmp_path), env=env)
     assert again.returncode == 0 and "RNNsearch (bahdanau2014)" in again.stdout
     assert (tmp_path / "cho2014-seed1" / "metrics.json").stat().st_mtime == stamp  # not trained again
+
+
+def test_multi30k_benchmark_script_writes_its_json(tmp_path, data_root):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "multi30k.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--preset", "tiny", "--models", "bahdanau2014", "cho2014",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=script.parents[1],
+        env={**os.environ, "WANDB_MODE": "disabled", "ATTNREPRO_DATA": str(data_root), "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "result.json").read_text())
+    assert report["preset"] == "tiny" and set(report["runs"]) == {"bahdanau2014", "cho2014"}
+    assert report["git"]["commit"] and report["machine"]["cpus"] and report["packages"]["torch"]
+    assert report["targets"]["bahdanau2014"]["met"] is False  # 200 pairs and 10 steps translate nothing
+    assert report["runs"]["cho2014"]["config"]["model"]["hidden"] == 16
+    assert "bahdanau2014" in result.stdout and "target bahdanau2014" in result.stdout

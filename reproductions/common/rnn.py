@@ -17,7 +17,7 @@ from torch import nn
 
 from .attention import AdditiveAttention
 from .data.vocab import PAD_ID
-from .translation_config import DataConfig, DecodeConfig, OptimConfig, TrainConfig
+from .translation_config import TranslationConfig
 
 
 @dataclass
@@ -31,12 +31,8 @@ class RNNModelConfig:
 
 
 @dataclass
-class RNNTranslationConfig:
+class RNNTranslationConfig(TranslationConfig):
     model: RNNModelConfig = field(default_factory=RNNModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
 @dataclass

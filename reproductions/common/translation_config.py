@@ -67,3 +67,13 @@ class DecodeConfig:
     max_len_b: int = 10
     batch_size: int = 64  # sentences decoded together
     length_buckets: list[int] = field(default_factory=lambda: [0, 10, 15, 20, 25, 30, 40, 50])
+
+
+@dataclass
+class TranslationConfig:
+    """The shared sections; each reproduction subclasses it and adds its typed `model` section."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)

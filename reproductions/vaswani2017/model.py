@@ -17,7 +17,7 @@ from torch import nn
 from ..common.attention import MultiHeadAttention
 from ..common.config import ConfigError
 from ..common.data.vocab import PAD_ID
-from ..common.translation_config import DataConfig, DecodeConfig, OptimConfig, TrainConfig
+from ..common.translation_config import TranslationConfig
 
 
 @dataclass
@@ -32,12 +32,8 @@ class TransformerModelConfig:
 
 
 @dataclass
-class TransformerTranslationConfig:
+class TransformerTranslationConfig(TranslationConfig):
     model: TransformerModelConfig = field(default_factory=TransformerModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
