@@ -28,7 +28,7 @@ def _cmd_train(args) -> None:
     from reproductions import registry
 
     # Check the name, preset and overrides before torch and Lightning load: a typo fails in a blink.
-    registry.get(args.name).load_config(args.preset, args.set + ([f"data.pair={args.pair}"] if args.pair else []))
+    registry.get(args.name).load_config(args.preset, args.set, pair=args.pair)
     from .train import train
 
     run_dir = train(args.name, args.preset, pair=args.pair, overrides=args.set, seed=args.seed,

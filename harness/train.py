@@ -53,8 +53,7 @@ def train(
     group: str | None = None,
 ) -> Path:
     repro = registry.get(name)
-    sets = list(overrides) + ([f"data.pair={pair}"] if pair else [])
-    cfg = repro.load_config(preset, sets)
+    cfg = repro.load_config(preset, overrides, pair=pair)
     run_dir = Path(run_dir) if run_dir else rundir.default_run_dir(repro.name, preset, cfg.data.pair, seed)
     rundir.check_new_run_dir(run_dir)
 

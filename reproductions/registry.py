@@ -56,9 +56,11 @@ class Reproduction:
             )
         return path
 
-    def load_config(self, preset: str, overrides: list[str] | tuple = ()):
+    def load_config(self, preset: str, overrides: list[str] | tuple = (), pair: str | None = None):
+        """The preset with `overrides` applied; `pair` is shorthand for data.pair=PAIR."""
         from .common.config import load_config
 
+        overrides = list(overrides) + ([f"data.pair={pair}"] if pair else [])
         return load_config(_resolve(self.config_class), self.config_path(preset), overrides)
 
     def config_from_dict(self, data: dict, where: str):

@@ -31,10 +31,6 @@ class DataFile:
     url: str  # public source (the served file may be plain text or gzip)
     text_sha256: str  # sha256 of the decompressed text
 
-    @property
-    def name(self) -> str:
-        return self.relpath
-
 
 def cache_root() -> Path:
     root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "attnrepro"

@@ -13,7 +13,6 @@ MULTI30K_SPLITS = ("train", "val", "test_2016_flickr", "test_2017_flickr", "test
 MULTI30K_LANGS = ("en", "de", "fr", "cs")
 OPUS_TESTSETS_COMMIT = "ac0f19c0be3cb4e0d9450fcb2d7a9847c4bdd180"
 WMT14_SPLITS = ("newstest2012", "newstest2013", "newstest2014")
-WMT14_PAIRS = ("en-de", "en-fr", "de-en", "fr-en")
 
 # sha256 of the decompressed text of multi30k/dataset@a3d2e0d26b56 data/task1/raw/{split}.{lang}.gz
 _MULTI30K_SHA256 = {
