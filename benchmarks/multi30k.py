@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from harness import rundir
-from harness.train import train
+from harness.benchmark import provenance, train_or_reuse
 from reproductions import registry
 from reproductions.common.data.translation import load_split
 from reproductions.common.io import atomic_write_json
@@ -59,23 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("benchmarks/results") / f"multi30k-{args.preset}-{args.pair}-{stamp}"
     console = Console()
     load_before = os.getloadavg()
-    runs = {}
-    for name in args.models:
-        run_dir = out / "runs" / name
-        if rundir.read_metrics(run_dir).get("splits"):
-            console.print(f"{name}: reusing the finished run in {run_dir}")
-        else:
-            console.rule(f"{name} ({args.preset}, {args.pair})")
-            train(name, args.preset, pair=args.pair, overrides=args.set, seed=args.seed, run_dir=run_dir,
-                  group=f"bench-multi30k-{stamp}")
-        provenance = json.loads((run_dir / "provenance.json").read_text())
-        runs[name] = {
-            "run_dir": str(run_dir),
-            "git": provenance["git"],
-            "started": provenance["started"],
-            "config": yaml.safe_load((run_dir / "config.yaml").read_text()),
-            **rundir.read_metrics(run_dir),
-        }
+    runs = train_or_reuse(args.models, args.preset, out, args.seed, args.set, f"bench-multi30k-{stamp}", console,
+                          pair=args.pair)
 
     figure = out / f"bleu_by_length_{FIGURE_SPLIT}.png"
     series = bleu_by_length_series(runs, args.pair)
@@ -97,12 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "pair": args.pair,
         "seed": args.seed,
         "overrides": args.set,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "git": rundir.git_commit(),
-        "machine": {**rundir.machine(), "load_avg_before": load_before, "load_avg_after": os.getloadavg()},
-        "note": "each run records its own commit and start time under runs.NAME.git / .started",
-        "packages": rundir.package_versions(),
+        **provenance(load_before),
         "targets": targets,
         "figure": str(figure) if series else None,
         "bleu_by_length": {"split": FIGURE_SPLIT, "buckets_words": FIGURE_BUCKETS, "series": series},

@@ -50,6 +50,12 @@ def _cmd_translate(args) -> None:
               layer=args.layer, head=args.head, view=args.attention)
 
 
+def _cmd_caption(args) -> None:
+    from .caption import caption
+
+    caption(args.checkpoint, args.images, beam=args.beam, plot_attention=args.plot_attention)
+
+
 def _cmd_reproduce(args) -> None:
     from .reproduce import reproduce
 
@@ -93,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, help="layer to plot for multi-layer models (default: the last)")
     p.add_argument("--head", type=int, help="head to plot for multi-head models (default: mean over heads)")
     p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("caption", help="caption image files (prints IMAGE<TAB>caption)")
+    p.add_argument("checkpoint", type=Path, help="a .ckpt file or a run directory")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    p.add_argument("--beam", type=int)
+    p.add_argument("--plot-attention", type=Path, metavar="FILE.png",
+                   help="per-word attention over the image (Xu et al. Figs. 2-3); FILE-2.png... for later images")
+    p.set_defaults(func=_cmd_caption)
 
     p = sub.add_parser("reproduce", help="train every paper and its fixed-vector baseline and compare them")
     p.add_argument("--preset", default="quick")

@@ -1,4 +1,4 @@
-"""`attnrepro evaluate`: decode any split with a trained model and score it with sacreBLEU."""
+"""`attnrepro evaluate`: decode any split with a trained model and score it (sacreBLEU; captions: pycocoevalcap)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,10 @@ def evaluate(
     run_dir, ckpt = locate(target) if checkpoint is None else (Path(target), checkpoint)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(ckpt, device)
+    if loaded.task == "captioning":
+        from .caption import evaluate_captions
+
+        return evaluate_captions(loaded, run_dir, splits, beam, device, logger=logger, console=console)
     cfg = loaded.cfg
     decode = dataclasses.replace(cfg.decode, beam=beam) if beam else cfg.decode
     data = cfg.data

@@ -54,29 +54,23 @@ def train(
 ) -> Path:
     repro = registry.get(name)
     cfg = repro.load_config(preset, overrides, pair=pair)
-    run_dir = Path(run_dir) if run_dir else rundir.default_run_dir(repro.name, preset, cfg.data.pair, seed)
+    tag = getattr(cfg.data, "pair", None) or cfg.data.dataset
+    run_dir = Path(run_dir) if run_dir else rundir.default_run_dir(repro.name, preset, tag, seed)
     rundir.check_new_run_dir(run_dir)
 
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
-    from reproductions.common.data.datamodule import TranslationDataModule
-    from reproductions.common.translation_module import TranslationModule
-
     pl.seed_everything(seed, workers=True, verbose=False)
-    data = TranslationDataModule(cfg.data, seed=seed, cache_dir=cache_root())
-    data.load()
-    model = repro.build(cfg, len(data.src_vocab), len(data.tgt_vocab))
-    module = TranslationModule(model, cfg, repro.name, data.src_vocab, data.tgt_vocab)
+    data, module, extra = _setup(repro, cfg, seed)
+    model = module.model
     params = sum(p.numel() for p in model.parameters())
     rundir.start_run(
         run_dir,
         to_dict(cfg),
         seed,
         data.checksums,
-        extra={"reproduction": repro.name, "preset": preset, "parameters": params,
-               "train_pairs": len(data.train_set), "train_pairs_dropped_by_max_len": data.dropped,
-               "vocab_sizes": [len(data.src_vocab), len(data.tgt_vocab)]},
+        extra={"reproduction": repro.name, "preset": preset, "parameters": params, **extra},
     )
 
     checkpoints = ModelCheckpoint(
@@ -160,10 +154,34 @@ def _average_last(checkpoint_dir: Path, n: int, final_step: int) -> Path:
     return average_checkpoints(paths + [checkpoint_dir / "last.ckpt"], checkpoint_dir / "averaged.ckpt")
 
 
-def _sample_batch(data, device) -> dict:
-    from reproductions.common.data.batching import collate_pairs
+def _setup(repro, cfg, seed: int):
+    """(data module, LightningModule, facts for provenance) of a translation or captioning reproduction."""
+    if repro.task == "captioning":
+        from reproductions.common.caption_module import CaptionDataModule, CaptionModule
 
-    batch = collate_pairs(data.train_set.examples[:32])
+        data = CaptionDataModule(cfg, seed=seed, cache_dir=cache_root())
+        data.load()
+        module = CaptionModule(repro.build(cfg, len(data.vocab)), cfg, repro.name, data.vocab)
+        return data, module, {"train_images": data.images["train"], "train_captions": len(data.train_set),
+                              "vocab_size": len(data.vocab), "encoder": cfg.data.encoder}
+    from reproductions.common.data.datamodule import TranslationDataModule
+    from reproductions.common.translation_module import TranslationModule
+
+    data = TranslationDataModule(cfg.data, seed=seed, cache_dir=cache_root())
+    data.load()
+    model = repro.build(cfg, len(data.src_vocab), len(data.tgt_vocab))
+    module = TranslationModule(model, cfg, repro.name, data.src_vocab, data.tgt_vocab)
+    return data, module, {"train_pairs": len(data.train_set), "train_pairs_dropped_by_max_len": data.dropped,
+                          "vocab_sizes": [len(data.src_vocab), len(data.tgt_vocab)]}
+
+
+def _sample_batch(data, device) -> dict:
+    if hasattr(data.train_set, "collate"):  # captioning
+        batch = data.train_set.collate(data.train_set.examples[:32])
+    else:
+        from reproductions.common.data.batching import collate_pairs
+
+        batch = collate_pairs(data.train_set.examples[:32])
     return {k: v.to(device) for k, v in batch.items()}
 
 

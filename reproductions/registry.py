@@ -34,14 +34,16 @@ class Reproduction:
     task: str  # "translation" or "captioning"
     role: str  # "paper" (attention) or "baseline" (fixed vector)
     baseline: str | None  # for a paper: the registry name of its fixed-vector baseline
-    builder: str  # "module:function" -> build(cfg, src_vocab_size, tgt_vocab_size) -> nn.Module
+    builder: str  # "module:function" -> build(cfg, *vocab_sizes) -> nn.Module (translation: src, tgt sizes)
     config_class: str  # "module:Class", the typed config
     datasets: tuple[str, ...]
     aliases: tuple[str, ...] = field(default=())
+    folder_name: str | None = None  # paper folder, when several entries share one (xu2015: soft and hard)
+    fixed: tuple[str, ...] = field(default=())  # overrides that define this entry, applied before the user's
 
     @property
     def folder(self) -> Path:
-        return ROOT / self.name
+        return ROOT / (self.folder_name or self.name)
 
     def presets(self) -> list[str]:
         order = {"tiny": 0, "quick": 1, "cpu": 2, "paper": 3}
@@ -60,7 +62,7 @@ class Reproduction:
         """The preset with `overrides` applied; `pair` is shorthand for data.pair=PAIR."""
         from .common.config import load_config
 
-        overrides = list(overrides) + ([f"data.pair={pair}"] if pair else [])
+        overrides = list(self.fixed) + list(overrides) + ([f"data.pair={pair}"] if pair else [])
         return load_config(_resolve(self.config_class), self.config_path(preset), overrides)
 
     def config_from_dict(self, data: dict, where: str):
@@ -68,11 +70,13 @@ class Reproduction:
 
         return from_dict(_resolve(self.config_class), data, where)
 
-    def build(self, cfg, src_vocab_size: int, tgt_vocab_size: int):
-        return _resolve(self.builder)(cfg, src_vocab_size, tgt_vocab_size)
+    def build(self, cfg, *vocab_sizes: int):
+        return _resolve(self.builder)(cfg, *vocab_sizes)
 
 
 _RNN_CONFIG = "reproductions.common.rnn:RNNTranslationConfig"
+_CAPTION_CONFIG = "reproductions.common.captioner:CaptionConfig"
+_CAPTION_DATASETS = ("flickr8k", "flickr30k", "coco")
 
 REPRODUCTIONS: dict[str, Reproduction] = {
     r.name: r
@@ -115,6 +119,49 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             config_class="reproductions.vaswani2017.model:TransformerTranslationConfig",
             datasets=("multi30k", "wmt14"),
             aliases=("transformer",),
+        ),
+        Reproduction(
+            name="xu2015",
+            title="Soft-Attention",
+            paper="Xu et al. 2015",
+            arxiv="1502.03044v3",
+            task="captioning",
+            role="paper",
+            baseline="vinyals2015",
+            builder="reproductions.xu2015.model:build",
+            config_class=_CAPTION_CONFIG,
+            datasets=_CAPTION_DATASETS,
+            aliases=("xu2016", "xu2015-soft", "xu2016-soft", "show-attend-tell"),
+            fixed=("model.context=soft",),
+        ),
+        Reproduction(
+            name="xu2015-hard",
+            title="Hard-Attention",
+            paper="Xu et al. 2015",
+            arxiv="1502.03044v3",
+            task="captioning",
+            role="paper",
+            baseline="vinyals2015",
+            builder="reproductions.xu2015.model:build",
+            config_class=_CAPTION_CONFIG,
+            datasets=_CAPTION_DATASETS,
+            aliases=("xu2016-hard",),
+            folder_name="xu2015",
+            fixed=("model.context=hard",),
+        ),
+        Reproduction(
+            name="vinyals2015",
+            title="Show and Tell (NIC)",
+            paper="Vinyals et al. 2015",
+            arxiv="1411.4555v2",
+            task="captioning",
+            role="baseline",
+            baseline=None,
+            builder="reproductions.vinyals2015.model:build",
+            config_class=_CAPTION_CONFIG,
+            datasets=_CAPTION_DATASETS,
+            aliases=("show-and-tell", "nic"),
+            fixed=("model.context=fixed",),
         ),
     ]
 }

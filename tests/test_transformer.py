@@ -9,7 +9,8 @@ from reproductions.common.attention import MultiHeadAttention
 from reproductions.common.averaging import average_checkpoints, average_state_dicts
 from reproductions.common.beam import beam_search
 from reproductions.common.data.vocab import BOS_ID, EOS_ID
-from reproductions.common.translation_module import TranslationModule, inverse_sqrt
+from reproductions.common.optim import inverse_sqrt
+from reproductions.common.translation_module import TranslationModule
 from reproductions.vaswani2017.model import sinusoidal_positions
 
 

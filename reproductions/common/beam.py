@@ -41,9 +41,13 @@ def beam_search(
     max_len_b: int = 10,
     keep_attention: bool = False,
 ) -> list[Hypothesis]:
-    """src (B, S) padded with PAD_ID -> the best hypothesis per sentence."""
+    """src (B, S) token ids padded with PAD_ID -> the best hypothesis per sentence. A float `src` (image
+    features, B x L x D) has no length: its hypotheses stop at `max_len_b` tokens."""
     batch, device = src.size(0), src.device
-    src_len = (src != PAD_ID).sum(1)  # (B,)
+    if src.is_floating_point():
+        src_len = torch.zeros(batch, dtype=torch.long, device=device)
+    else:
+        src_len = (src != PAD_ID).sum(1)  # (B,)
     state = _reorder(model.start(src), torch.arange(batch, device=device).repeat_interleave(beam))
     y_prev = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
     scores = torch.full((batch, beam), float("-inf"), device=device)

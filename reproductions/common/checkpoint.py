@@ -1,4 +1,4 @@
-"""Loading a trained translation model back from an attnrepro checkpoint (a Lightning .ckpt file)."""
+"""Loading a trained model back from an attnrepro checkpoint (a Lightning .ckpt file)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ class LoadedModel:
     model: object  # nn.Module in eval mode
     cfg: object
     reproduction: str
-    src_vocab: Vocab
-    tgt_vocab: Vocab
+    src_vocab: Vocab | None  # None for captioning
+    tgt_vocab: Vocab  # the output vocabulary (captions, for captioning)
     path: Path
+    task: str = "translation"
 
 
 def read_checkpoint(path: Path | str) -> dict:
@@ -51,8 +52,12 @@ def load_model(path: Path | str, device: str = "cpu") -> LoadedModel:
     try:
         repro = registry.get(meta["reproduction"])
         cfg = repro.config_from_dict(meta["config"], f"{path} (stored config)")
-        src_vocab, tgt_vocab = Vocab.from_json(meta["src_vocab"]), Vocab.from_json(meta["tgt_vocab"])
-        model = repro.build(cfg, len(src_vocab), len(tgt_vocab))
+        if repro.task == "captioning":
+            src_vocab, tgt_vocab = None, Vocab.from_json(meta["vocab"])
+            model = repro.build(cfg, len(tgt_vocab))
+        else:
+            src_vocab, tgt_vocab = Vocab.from_json(meta["src_vocab"]), Vocab.from_json(meta["tgt_vocab"])
+            model = repro.build(cfg, len(src_vocab), len(tgt_vocab))
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(state)
     except AttnreproError:
@@ -60,4 +65,4 @@ def load_model(path: Path | str, device: str = "cpu") -> LoadedModel:
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} does not fit its own config ({err}); it is damaged") from None
     model.to(device).eval()
-    return LoadedModel(model, cfg, repro.name, src_vocab, tgt_vocab, Path(path))
+    return LoadedModel(model, cfg, repro.name, src_vocab, tgt_vocab, Path(path), repro.task)

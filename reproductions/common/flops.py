@@ -17,10 +17,14 @@ from .data.vocab import PAD_ID
 def flops_per_target_token(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
     was_training = model.training
     model.train()
+    if "features" in batch:  # captioning: image features in, caption out
+        source, target_in, target = batch["features"], batch["captions_in"], batch["captions_out"]
+    else:
+        source, target_in, target = batch["src"], batch["tgt_in"], batch["tgt_out"]
     with FlopCounterMode(display=False) as counter:
-        logits, _ = model(batch["src"], batch["tgt_in"])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch["tgt_out"].flatten(), ignore_index=PAD_ID)
+        logits, _ = model(source, target_in)
+        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=PAD_ID)
         loss.backward()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    return counter.get_total_flops() / int((batch["tgt_out"] != PAD_ID).sum())
+    return counter.get_total_flops() / int((target != PAD_ID).sum())

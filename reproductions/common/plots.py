@@ -57,3 +57,33 @@ def bleu_by_length_plot(series: dict[str, list[dict]], path: Path | str, title: 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+def caption_attention_plot(image, words: list[str], weights, grid: int, path: Path | str, title: str = "") -> None:
+    """Xu et al. Figs. 2-3: the image, then one panel per generated word with its attention map.
+    image (H, W, 3) uint8; weights (len(words), grid * grid), the alpha of each word over the locations."""
+    import numpy as np
+
+    plt = _pyplot()
+    panels = len(words) + 1
+    cols = min(panels, 6)
+    rows = (panels + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    height, width = image.shape[:2]
+    for ax in axes.flat:
+        ax.axis("off")
+    axes.flat[0].imshow(image)
+    axes.flat[0].set_title("image", fontsize=9)
+    for ax, word, alpha in zip(list(axes.flat)[1:], words, weights):
+        amap = np.asarray(alpha, dtype=float).reshape(grid, grid)
+        ax.imshow(image)
+        # bilinear upsampling over the whole image, white = attended (as the paper's figures)
+        ax.imshow(amap / max(amap.max(), 1e-12), cmap="gray", alpha=0.6, extent=(0, width, height, 0),
+                  interpolation="bilinear", vmin=0.0, vmax=1.0)
+        ax.set_title(word, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

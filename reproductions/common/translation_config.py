@@ -32,10 +32,10 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["adadelta", "adam"] = "adam"
+    name: Literal["adadelta", "adam", "rmsprop"] = "adam"
     lr: float = 1e-3
     eps: float = 1e-8
-    rho: float = 0.95  # Adadelta only
+    rho: float = 0.95  # Adadelta's rho; RMSProp's decay rate
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam only
     weight_decay: float = 0.0
     clip_norm: float | None = 1.0

@@ -11,16 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from .config import to_dict
+from .data.batching import reshuffle
 from .data.vocab import PAD_ID, Vocab
+from .optim import configure_optimizers
 
 CHECKPOINT_FORMAT = 1
-
-
-def inverse_sqrt(step: int, warmup: int) -> float:
-    """Vaswani et al. 2017 (arXiv:1706.03762v7), Eq. 3 without its d_model^-0.5 factor, which is `optim.lr`:
-    lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5). LambdaLR counts from 0; the paper from 1."""
-    step, warmup = step + 1, max(warmup, 1)
-    return min(step**-0.5, step * warmup**-1.5)
 
 
 class TranslationModule(pl.LightningModule):
@@ -44,11 +39,7 @@ class TranslationModule(pl.LightningModule):
         return loss, (target != PAD_ID).sum()
 
     def on_train_epoch_start(self) -> None:
-        # Lightning sets the epoch on a DataLoader's sampler, not on a batch_sampler like ours: without
-        # this every epoch would see the same batches in the same order.
-        sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.current_epoch)
+        reshuffle(self.trainer, self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss_sum, ntok = self._loss_sum(batch, self.cfg.train.label_smoothing)
@@ -75,22 +66,7 @@ class TranslationModule(pl.LightningModule):
         self.log("val/ppl", torch.exp(loss), sync_dist=True)
 
     def configure_optimizers(self):
-        opt = self.cfg.optim
-        params = self.model.parameters()
-        if opt.name == "adadelta":  # Bahdanau et al. App. B.2: eps 1e-6, rho 0.95
-            optimizer = torch.optim.Adadelta(params, lr=opt.lr, rho=opt.rho, eps=opt.eps, weight_decay=opt.weight_decay)
-        else:
-            optimizer = torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
-                                         weight_decay=opt.weight_decay)
-        if opt.schedule == "inverse_sqrt":
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: inverse_sqrt(step, opt.warmup_steps))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        if opt.schedule == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, factor=opt.plateau_factor, patience=opt.plateau_patience
-            )
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
-        return optimizer
+        return configure_optimizers(self.cfg.optim, self.model.parameters())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["attnrepro"] = {

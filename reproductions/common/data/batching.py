@@ -16,6 +16,14 @@ import torch
 from .vocab import BOS_ID, EOS_ID, PAD_ID
 
 
+def reshuffle(trainer, epoch: int) -> None:
+    """Call at every training epoch start. Lightning sets the epoch on a DataLoader's sampler, not on a
+    batch_sampler like ours: without this every epoch would see the same batches in the same order."""
+    sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+
+
 class TokenBudgetBatchSampler(torch.utils.data.Sampler):
     def __init__(
         self,

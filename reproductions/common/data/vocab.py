@@ -90,3 +90,27 @@ def build_vocabs(train, kind: str, size: int, joint: bool, cache_dir: Path) -> t
     atomic_write_text(path, json.dumps({"src": src.to_json(), "tgt": tgt.to_json()}))
     return src, tgt
 
+
+
+def build_caption_vocab(captions: list[str], min_count: int, max_size: int, cache_dir: Path) -> Vocab:
+    """Lower-cased words seen at least `min_count` times in the training captions (at most `max_size`
+    entries, specials included); the rest map to <unk>. Cached by content like `build_vocabs`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "vocab" / f"captions-{min_count}-{max_size}-{digest}.json"
+    if path.exists():
+        try:
+            return Vocab.from_json(path.read_text())
+        except Exception:  # a damaged cache entry is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.WordLevelTrainer(vocab_size=max_size, min_frequency=min_count, special_tokens=SPECIALS,
+                                        show_progress=False)
+    tokenizer.train_from_iterator(captions, trainer=trainer, length=len(captions))
+    vocab = Vocab(tokenizer)
+    atomic_write_text(path, vocab.to_json())
+    return vocab

@@ -1,0 +1,130 @@
+"""Image-caption datasets: Flickr8k (official split files) and any Karpathy-split JSON (Flickr30k, COCO).
+
+A split comes back as a `CaptionSplit`: image names, their files and each image's reference captions
+(raw text). The Flickr8k text files are found and verified by `sources.resolve` like every other data
+file; images are read from the data root (they are not redistributed by any stable public URL).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .sources import DataError, DataFile, data_root, read_lines
+
+# shagunsodhani/Image-Caption-Generator@7877ec6 holds the official Flickr8k text files unchanged.
+_F8K_URL = (
+    "https://raw.githubusercontent.com/shagunsodhani/Image-Caption-Generator/"
+    "7877ec65a18f9380c3b88e7b7a9a1c692ef08ba7/data/"
+)
+FLICKR8K_TOKENS = DataFile(
+    "flickr8k/Flickr8k_text/Flickr8k.token.txt.gz",
+    _F8K_URL + "annotations/Flickr8k.token.txt",
+    "fc18d93dd1816b367a790e08c73c10b4ef1465102bad4f2412f19ea967c1344a",
+)
+FLICKR8K_SPLITS = {
+    "train": DataFile("flickr8k/Flickr8k_text/Flickr_8k.trainImages.txt", _F8K_URL + "Flickr_8k.trainImages.txt",
+                      "1350b91ed1ff0062ddae239123d8fc3949ab6e5d490293b2eedb02c4df7aa5ef"),
+    "dev": DataFile("flickr8k/Flickr8k_text/Flickr_8k.devImages.txt", _F8K_URL + "Flickr_8k.devImages.txt",
+                    "1a602de5700452f5d869790e4d310c0e9d97d07d7be5601e524419331ef99b0e"),
+    "test": DataFile("flickr8k/Flickr8k_text/Flickr_8k.testImages.txt", _F8K_URL + "Flickr_8k.testImages.txt",
+                     "6461ca86cf5d4c810cbbc3a7dd5a4ef0900b7306aba17dfa9b96e93f3afc452d"),
+}
+FLICKR8K_IMAGES = "flickr8k/Images"
+KARPATHY_SPLITS = ("train", "val", "test", "restval")
+
+
+@dataclass
+class CaptionSplit:
+    name: str
+    images: list[str]  # file names, the key of each image
+    paths: list[Path]
+    captions: list[list[str]]  # the references of images[i]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def limit(self, n: int | None) -> CaptionSplit:
+        if n is None:
+            return self
+        return CaptionSplit(self.name, self.images[:n], self.paths[:n], self.captions[:n])
+
+
+def _image_dir(images_dir: str | None, default_relpath: str) -> Path:
+    if images_dir:
+        path = Path(images_dir).expanduser()
+    else:
+        root = data_root()
+        if root is None:
+            raise DataError(
+                f"the images are read from a local folder: set ATTNREPRO_DATA to a data root holding "
+                f"{default_relpath}/ (see shared/data/flickr8k/README.md for the sources), or set data.images_dir"
+            )
+        path = root / default_relpath
+    if not path.is_dir():
+        raise DataError(f"image folder {path} does not exist; set ATTNREPRO_DATA or data.images_dir to where they are")
+    return path
+
+
+def _check_files(paths: list[Path], split: str) -> None:
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} image(s) of split '{split}' are missing, e.g. {missing[0]}; the image folder is "
+            "incomplete"
+        )
+
+
+def load_flickr8k(split: str, images_dir: str | None = None) -> CaptionSplit:
+    if split not in FLICKR8K_SPLITS:
+        raise DataError(f"Flickr8k has no split '{split}'; its splits are {', '.join(FLICKR8K_SPLITS)}")
+    names = [n.strip() for n in read_lines(FLICKR8K_SPLITS[split]) if n.strip()]
+    refs: dict[str, list[str]] = {}
+    for line in read_lines(FLICKR8K_TOKENS):
+        key, caption = line.split("\t", 1)
+        refs.setdefault(key.split("#")[0], []).append(caption.strip())
+    folder = _image_dir(images_dir, FLICKR8K_IMAGES)
+    paths = [folder / n for n in names]
+    _check_files(paths, split)
+    return CaptionSplit(split, names, paths, [refs[n] for n in names])
+
+
+def load_karpathy(json_path: str | None, split: str, images_dir: str | None) -> CaptionSplit:
+    """Karpathy's `dataset_{flickr8k,flickr30k,coco}.json`; 'train' includes COCO's 'restval' images."""
+    if not json_path:
+        raise DataError("data.dataset=karpathy needs data.karpathy_json (path to e.g. dataset_coco.json)")
+    path = Path(json_path).expanduser()
+    if not path.is_file():
+        raise DataError(f"Karpathy split file {path} does not exist; set data.karpathy_json to it")
+    try:
+        images = json.loads(path.read_text())["images"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path} is not a Karpathy split file ({type(err).__name__}: {err}); "
+                        "expected {'images': [{'filename', 'split', 'sentences': [{'raw'}]}]}") from None
+    wanted = {"train": {"train", "restval"}}.get(split, {split})
+    if split not in KARPATHY_SPLITS:
+        raise DataError(f"Karpathy splits are {', '.join(KARPATHY_SPLITS)}; got '{split}'")
+    folder = Path(images_dir).expanduser() if images_dir else path.parent
+    rows = [im for im in images if im.get("split") in wanted]
+    names = [f"{im['filepath']}/{im['filename']}" if im.get("filepath") else im["filename"] for im in rows]
+    paths = [folder / n for n in names]
+    _check_files(paths, split)
+    return CaptionSplit(split, names, paths, [[s["raw"].strip() for s in im["sentences"]] for im in rows])
+
+
+def load_captions(cfg, split: str) -> CaptionSplit:
+    """The split named by a caption data config (`reproductions.common.captioner.CaptionDataConfig`)."""
+    if cfg.dataset == "flickr8k":
+        data = load_flickr8k(split, cfg.images_dir)
+    else:
+        data = load_karpathy(cfg.karpathy_json, split, cfg.images_dir)
+    return data.limit(cfg.train_limit if split == cfg.train_split else cfg.eval_limit)
+
+
+def checksums(cfg) -> dict[str, str]:
+    if cfg.dataset == "flickr8k":
+        return {f.relpath: f.text_sha256 for f in [FLICKR8K_TOKENS, *FLICKR8K_SPLITS.values()]}
+    import hashlib
+
+    return {str(cfg.karpathy_json): hashlib.sha256(Path(cfg.karpathy_json).read_bytes()).hexdigest()}

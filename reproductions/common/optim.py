@@ -1,0 +1,32 @@
+"""Optimisers and learning-rate schedules from an `OptimConfig`, for every reproduction's LightningModule."""
+
+from __future__ import annotations
+
+import torch
+
+
+def inverse_sqrt(step: int, warmup: int) -> float:
+    """Vaswani et al. 2017 (arXiv:1706.03762v7), Eq. 3 without its d_model^-0.5 factor, which is `optim.lr`:
+    lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5). LambdaLR counts from 0; the paper from 1."""
+    step, warmup = step + 1, max(warmup, 1)
+    return min(step**-0.5, step * warmup**-1.5)
+
+
+def configure_optimizers(opt, params):
+    """What `LightningModule.configure_optimizers` returns for the config section `opt`."""
+    if opt.name == "adadelta":  # Bahdanau et al. App. B.2: eps 1e-6, rho 0.95
+        optimizer = torch.optim.Adadelta(params, lr=opt.lr, rho=opt.rho, eps=opt.eps, weight_decay=opt.weight_decay)
+    elif opt.name == "rmsprop":  # Xu et al. §5.2: RMSProp for Flickr8k (decay rate in `rho`)
+        optimizer = torch.optim.RMSprop(params, lr=opt.lr, alpha=opt.rho, eps=opt.eps, weight_decay=opt.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
+                                     weight_decay=opt.weight_decay)
+    if opt.schedule == "inverse_sqrt":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: inverse_sqrt(step, opt.warmup_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    if opt.schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=opt.plateau_factor, patience=opt.plateau_patience
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+    return optimizer

@@ -1,0 +1,78 @@
+"""The captioning command line as a user runs it: train on a slice of real Flickr8k, evaluate, caption."""
+
+import json
+
+import pytest
+from test_cli import assert_clean_error, attnrepro
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def caption_runs(tmp_path_factory, data_root):
+    if not (data_root / "flickr8k" / "Images").is_dir():
+        pytest.skip("Flickr8k images not under the data root")
+    root = tmp_path_factory.mktemp("caption-runs")
+    runs = {}
+    for name in ("xu2015", "vinyals2015"):
+        result = attnrepro("train", name, "--preset", "tiny", "--seed", "2", "--run-dir", str(root / name))
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = root / name
+    return runs
+
+
+def test_train_scores_the_test_split_with_pycocoevalcap(caption_runs):
+    run_dir = caption_runs["xu2015"]
+    for name in ("config.yaml", "provenance.json", "metrics.json", "hyps/test.json", "checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    test = metrics["splits"]["test"]
+    assert test["images"] == 8 and test["references_per_image"] == [5]
+    for key in ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider_d"):
+        assert 0 <= test[key] <= 100 * 10, key  # CIDEr-D can exceed 100
+    assert test["spice"] is None and "offline" in test["spice_unavailable"]
+    assert test["settings"]["pycocoevalcap"] and "CIDEr-D" in test["settings"]["cider"]
+    assert metrics["training"]["steps"] > 0
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["encoder"] == "efficientnet-lite0" and provenance["train_images"] == 40
+    assert len(json.loads((run_dir / "hyps/test.json").read_text())) == 8
+
+
+def test_evaluate_again_with_another_beam(caption_runs):
+    result = attnrepro("evaluate", str(caption_runs["vinyals2015"]), "--beam", "1", "--split", "dev")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "CIDEr-D" in result.stdout and "dev" in result.stdout
+    metrics = json.loads((caption_runs["vinyals2015"] / "metrics.json").read_text())
+    assert metrics["splits"]["dev"]["beam"] == 1
+
+
+def test_caption_prints_captions_and_draws_attention(caption_runs, data_root, tmp_path):
+    images = sorted((data_root / "flickr8k" / "Images").glob("1*.jpg"))[:2]
+    plot = tmp_path / "attention.png"
+    result = attnrepro("caption", str(caption_runs["xu2015"]), *map(str, images), "--plot-attention", str(plot))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(p) for p in images]
+    assert plot.is_file() and plot.with_name("attention-2.png").is_file()
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_caption_errors_are_clear(caption_runs, tmp_path):
+    image = tmp_path / "missing.jpg"
+    assert_clean_error(attnrepro("caption", str(caption_runs["xu2015"]), str(image)), "missing.jpg", "does not exist")
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("not a picture")
+    assert_clean_error(attnrepro("caption", str(caption_runs["xu2015"]), str(not_an_image)), "notes.jpg",
+                       "cannot read image")
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"\0" * 100)
+    assert_clean_error(attnrepro("caption", str(broken), str(image)), "broken.ckpt", "corrupt")
+    assert_clean_error(attnrepro("train", "xu2015", "--set", "data.encoder=alexnet", "--run-dir",
+                                 str(tmp_path / "r")), "alexnet")
+
+
+def test_fixed_vector_model_has_no_attention_to_plot(caption_runs, data_root, tmp_path):
+    image = sorted((data_root / "flickr8k" / "Images").glob("1*.jpg"))[0]
+    result = attnrepro("caption", str(caption_runs["vinyals2015"]), str(image), "--plot-attention",
+                       str(tmp_path / "x.png"))
+    assert_clean_error(result, "vinyals2015 has no attention to plot")
