@@ -114,7 +114,7 @@ def caption(checkpoint: Path | str, images: list[Path], beam: int | None = None,
             raise AttnreproError(f"{loaded.reproduction} has no attention to plot (it is a fixed-vector model)")
         grid = spec(encoder_name).grid
         for fig_path, pixel, hyp in zip(plot_paths(Path(plot_attention), len(images)), pixels, hyps):
-            words = [loaded.tgt_vocab.id_to_token(i).lstrip("▁") for i in hyp.tokens] + ["</s>"]
+            words = [loaded.tgt_vocab.id_to_token(i).lstrip("▁") or "▁" for i in hyp.tokens] + ["</s>"]
             image = pixel.permute(1, 2, 0).clamp(0, 255).to(torch.uint8).numpy()
             caption_attention_plot(image, words, hyp.attention.cpu().numpy(), grid, fig_path,
                                    title=f"{loaded.reproduction}: {loaded.tgt_vocab.decode(hyp.tokens)}")

@@ -27,14 +27,30 @@ def _cmd_list(args) -> None:
 def _cmd_train(args) -> None:
     from reproductions import registry
 
+    if args.resume is not None:
+        if args.name or args.set or args.pair or args.run_dir:
+            raise SystemExit("attnrepro train: --resume RUN_DIR takes the run's own name, preset, config and seed; "
+                             "give no NAME, --set, --pair or --run-dir with it")
+        from .train import resume
+
+        run_dir = resume(args.resume, wandb=args.wandb, devices=_devices(args.devices), nodes=args.nodes,
+                         evaluate_after=not args.no_evaluate)
+        print(f"run directory: {run_dir}")
+        return
+    if not args.name:
+        raise SystemExit("attnrepro train: give a reproduction NAME (see `attnrepro list`) or --resume RUN_DIR")
     # Check the name, preset and overrides before torch and Lightning load: a typo fails in a blink.
     registry.get(args.name).load_config(args.preset, args.set, pair=args.pair)
     from .train import train
 
     run_dir = train(args.name, args.preset, pair=args.pair, overrides=args.set, seed=args.seed,
-                    run_dir=args.run_dir, wandb=args.wandb, devices=args.devices,
+                    run_dir=args.run_dir, wandb=args.wandb, devices=_devices(args.devices), nodes=args.nodes,
                     evaluate_after=not args.no_evaluate)
     print(f"run directory: {run_dir}")
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
 
 
 def _cmd_evaluate(args) -> None:
@@ -56,10 +72,31 @@ def _cmd_caption(args) -> None:
     caption(args.checkpoint, args.images, beam=args.beam, plot_attention=args.plot_attention)
 
 
+def _cmd_sweep(args) -> None:
+    from reproductions.common.errors import AttnreproError
+
+    from .sweep import sweep
+
+    status = sweep(args.plan, executor=args.executor, dry_run=args.dry_run, slots=args.slots,
+                   slurm_settings_path=args.slurm_settings)
+    failed = [label for label, s in status.items() if s["state"] == "failed"]
+    if failed:
+        raise AttnreproError(f"{len(failed)} of {len(status)} runs failed: {', '.join(failed)}")
+
+
+def _cmd_report(args) -> None:
+    from .report import build_report
+
+    out = args.out or Path("reports") / "report"
+    build_report(args.targets, out, with_tests=not args.no_tests)
+    print(f"report: {out / 'report.md'}, {out / 'report.html'} (figures in {out / 'figures'})")
+
+
 def _cmd_reproduce(args) -> None:
     from .reproduce import reproduce
 
-    reproduce(args.preset, out=args.out, seed=args.seed, wandb=args.wandb, only=args.only, overrides=args.set)
+    reproduce(args.preset, out=args.out, seed=args.seed, wandb=args.wandb, only=args.only, overrides=args.set,
+              executor=args.executor, seeds=args.seeds, slots=args.slots, report=not args.no_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("train", help="fit a reproduction, then score the test splits present")
-    p.add_argument("name", help="reproduction name or alias (see `attnrepro list`)")
+    p.add_argument("name", nargs="?", help="reproduction name or alias (see `attnrepro list`)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue an interrupted run from its newest checkpoint (same config, seed, data order)")
     p.add_argument("--preset", default="tiny", help="config preset: tiny, quick, cpu, paper (default: tiny)")
     p.add_argument("--pair", help="language pair src-tgt, e.g. en-de (overrides data.pair)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -79,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, help="where the run is written (default: runs/NAME/...)")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"],
                    help="W&B mode (default: $WANDB_MODE, else offline)")
-    p.add_argument("--devices", default="auto", help="devices for Lightning (default: auto)")
+    p.add_argument("--devices", default="auto", help="devices per node for Lightning, e.g. 2 (default: auto)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes for multi-node DDP (default: 1)")
     p.add_argument("--no-evaluate", action="store_true", help="skip scoring the test splits after training")
     p.set_defaults(func=_cmd_train)
 
@@ -108,10 +148,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-word attention over the image (Xu et al. Figs. 2-3); FILE-2.png... for later images")
     p.set_defaults(func=_cmd_caption)
 
+    p = sub.add_parser("sweep", help="run a plan of many runs (papers x baselines x seeds x data) with submitit")
+    p.add_argument("plan", type=Path, help="plan YAML (see harness/sweep.py or the README)")
+    p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local",
+                   help="local: this machine's GPUs (or --slots CPU processes); slurm: sbatch jobs; debug: in-process")
+    p.add_argument("--slots", type=int, help="runs at once on a machine without GPUs (default: 1)")
+    p.add_argument("--slurm-settings", type=Path, metavar="FILE",
+                   help="partition, account, time... (default: $ATTNREPRO_SLURM_SETTINGS, else "
+                        "~/.config/attnrepro/slurm.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="show the runs (and the sbatch script) without starting any")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("report", help="papers vs baselines: CIs over seeds, paired tests, verdicts, figures")
+    p.add_argument("targets", type=Path, nargs="+", metavar="RUN_DIR_OR_SWEEP")
+    p.add_argument("--out", type=Path, help="output folder (default: reports/report)")
+    p.add_argument("--no-tests", action="store_true", help="skip the paired bootstrap tests (faster)")
+    p.set_defaults(func=_cmd_report)
+
     p = sub.add_parser("reproduce", help="train every paper and its fixed-vector baseline and compare them")
     p.add_argument("--preset", default="quick")
     p.add_argument("--out", type=Path, help="output folder (default: runs/reproduce-PRESET)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1, help="seeds per model, from --seed on (CIs need 2 or more)")
+    p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
+    p.add_argument("--slots", type=int, help="runs at once without GPUs (default: 1)")
+    p.add_argument("--no-report", action="store_true", help="skip the Markdown/HTML report")
     p.add_argument("--only", action="append", help="only this paper (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"])

@@ -1,15 +1,18 @@
-"""`attnrepro reproduce`: every registered paper against its fixed-vector baseline, same preset and seed,
-then one comparison table. Finished runs are reused, so an interrupted reproduce picks up where it was."""
+"""`attnrepro reproduce`: the shipped plan. Every registered paper against its fixed-vector baseline at one
+preset and seed(s), run through `attnrepro sweep` (any executor), then the comparison tables and the full
+report (`attnrepro report`). Finished runs are reused and interrupted ones resumed, so an interrupted
+reproduce picks up where it was."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from reproductions import registry
+from reproductions.common.io import atomic_write_text
 
 from . import rundir
 
@@ -23,33 +26,57 @@ def matched_runs(only: list[str] | None = None) -> list[tuple[str, str]]:
     return pairs
 
 
+def write_plan(preset: str, out: Path, seeds: list[int], only: list[str] | None, overrides: list[str]) -> Path:
+    """OUT/plan.yaml: the plan `reproduce` runs, kept beside the runs so it can be re-run or edited."""
+    names = list(dict.fromkeys(n for pair in matched_runs(only) for n in pair))
+    plan = {"name": f"reproduce-{preset}", "out": str(out), "retries": 1,
+            "runs": [{"reproductions": names, "presets": [preset], "seeds": seeds, "overrides": list(overrides)}]}
+    path = out / "plan.yaml"
+    atomic_write_text(path, yaml.safe_dump(plan, sort_keys=False))
+    return path
+
+
 def reproduce(preset: str = "quick", out: Path | str | None = None, seed: int = 1, wandb: str | None = None,
-              only: list[str] | None = None, overrides: list[str] | tuple = (), console: Console | None = None) -> dict:
-    from .train import train
+              only: list[str] | None = None, overrides: list[str] | tuple = (), console: Console | None = None,
+              executor: str = "local", seeds: int = 1, slots: int | None = None, report: bool = True) -> dict:
+    from .report import build_report
+    from .sweep import load_plan, sweep
 
     console = console or Console()
     out = Path(out or f"runs/reproduce-{preset}")
+    if wandb:
+        import os
+
+        os.environ["WANDB_MODE"] = wandb
+    plan_path = write_plan(preset, out, list(range(seed, seed + seeds)), only, list(overrides))
+    sweep(plan_path, executor=executor, slots=slots, console=console)
     results = {}
-    for paper, baseline in matched_runs(only):
-        for name in (paper, baseline):
-            run_dir = out / f"{name}-seed{seed}"
-            if not rundir.read_metrics(run_dir).get("splits"):
-                if run_dir.exists():  # an earlier attempt died before scoring: start it again
-                    shutil.rmtree(run_dir)
-                console.rule(f"{name} ({preset})")
-                train(name, preset, overrides=overrides, seed=seed, run_dir=run_dir, wandb=wandb,
-                      group=f"reproduce-{preset}")
-            results[name] = rundir.read_metrics(run_dir)
-    console.print(comparison_table(results, preset))
+    for spec in load_plan(plan_path).runs:
+        if spec.seed == seed and rundir.read_metrics(spec.run_dir).get("splits"):
+            results[spec.name] = rundir.read_metrics(spec.run_dir)
+    for task in dict.fromkeys(registry.get(name).task for name in results):
+        console.print(comparison_table(results, preset, task))
+    if report and results:
+        report_dir = out / "report"
+        build_report([out], report_dir)
+        console.print(f"report: {report_dir / 'report.md'} and {report_dir / 'report.html'}")
     return results
 
 
-def comparison_table(results: dict, preset: str) -> Table:
-    table = Table(title=f"attention vs fixed vector ({preset} preset; sacreBLEU on each test split)")
-    for column in ("model", "role", "split", "BLEU", "chrF", "Δ BLEU vs baseline", "train time"):
+def comparison_table(results: dict, preset: str, task: str = "translation") -> Table:
+    """One row per (model, test split): the headline scores, and for a paper its gain over its baseline."""
+    if task == "captioning":
+        title = f"captioning: attention vs fixed vector ({preset} preset; pycocoevalcap x100)"
+        columns = [("BLEU-4", "bleu4"), ("METEOR", "meteor"), ("CIDEr-D", "cider_d")]
+    else:
+        title = f"translation: attention vs fixed vector ({preset} preset; sacreBLEU)"
+        columns = [("BLEU", "bleu"), ("chrF", "chrf")]
+    lead_name, lead = columns[-1] if task == "captioning" else columns[0]
+    table = Table(title=title)
+    for column in ("model", "role", "split", *(c for c, _ in columns), f"Δ {lead_name} vs baseline", "train time"):
         table.add_column(column, justify="left" if column in ("model", "role", "split") else "right")
     for paper, baseline in matched_runs():
-        if paper not in results or baseline not in results:
+        if paper not in results or baseline not in results or registry.get(paper).task != task:
             continue
         base_splits = results[baseline].get("splits", {})
         for name in (paper, baseline):
@@ -58,7 +85,7 @@ def comparison_table(results: dict, preset: str) -> Table:
             for split, s in metrics.get("splits", {}).items():
                 delta = ""
                 if name == paper and split in base_splits:
-                    delta = f"{s['bleu'] - base_splits[split]['bleu']:+.2f}"
-                table.add_row(f"{repro.title} ({name})", repro.role, split, f"{s['bleu']:.2f}", f"{s['chrf']:.2f}",
+                    delta = f"{s[lead] - base_splits[split][lead]:+.2f}"
+                table.add_row(f"{repro.title} ({name})", repro.role, split, *(f"{s[k]:.2f}" for _, k in columns),
                               delta, f"{wall:.0f} s" if wall is not None else "")
     return table

@@ -116,3 +116,74 @@ def update_metrics(run_dir: Path, section: str, values: dict) -> dict:
 def check_new_run_dir(run_dir: Path) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise AttnreproError(f"run directory {run_dir} already holds a run; choose another --run-dir")
+
+
+def is_rank_zero() -> bool:
+    """True in the process that owns the run directory: rank 0 of a DDP job (Lightning, torchrun and SLURM
+    set these variables in every process they start), or a plain single process."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "0") != "0":
+            return False
+    return True
+
+
+def read_run(run_dir: Path) -> dict:
+    """What a run was started with: reproduction, preset, seed and the resolved config."""
+    run_dir = Path(run_dir)
+    try:
+        provenance = json.loads((run_dir / "provenance.json").read_text())
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        return {"reproduction": provenance["reproduction"], "preset": provenance["preset"],
+                "seed": provenance["seed"], "config": config}
+    except FileNotFoundError as err:
+        raise AttnreproError(f"{run_dir} is not a run directory ({Path(err.filename).name} is missing)") from None
+    except (json.JSONDecodeError, yaml.YAMLError, KeyError) as err:
+        raise AttnreproError(f"{run_dir}: provenance.json or config.yaml is damaged ({err}); start a new run") from None
+
+
+def newest_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint to resume from: the newer of checkpoints/resume.ckpt and checkpoints/last.ckpt."""
+    candidates = [p for p in (Path(run_dir) / "checkpoints" / n for n in ("resume.ckpt", "last.ckpt")) if p.is_file()]
+    if not candidates:
+        raise AttnreproError(f"{run_dir} has no checkpoint to resume from (checkpoints/resume.ckpt or last.ckpt); "
+                             "it died before its first checkpoint: start it again")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def curves_until(run_dir: Path, checkpoint: Path) -> list[dict]:
+    """Learning-curve rows logged up to the checkpoint's step (later rows are redone by the resumed run)."""
+    import csv
+
+    import torch
+
+    path = Path(run_dir) / "logs" / "metrics.csv"
+    if not path.is_file():
+        return []
+    step = torch.load(checkpoint, map_location="cpu", weights_only=False).get("global_step", 0)
+    with open(path, newline="") as fh:
+        return [row for row in csv.DictReader(fh) if row.get("step") and int(float(row["step"])) <= step]
+
+
+def prepend_curves(run_dir: Path, rows: list[dict]) -> None:
+    """Put the rows of earlier attempts before the resumed attempt's rows in logs/metrics.csv."""
+    import csv
+    import io
+
+    path = Path(run_dir) / "logs" / "metrics.csv"
+    new = list(csv.DictReader(open(path, newline=""))) if path.is_file() else []
+    fields = list(dict.fromkeys([k for row in rows + new for k in row]))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows + new)
+    atomic_write_text(path, out.getvalue())
+
+
+def note_resume(run_dir: Path, checkpoint: Path, final_step: int) -> None:
+    path = Path(run_dir) / "provenance.json"
+    provenance = json.loads(path.read_text())
+    provenance.setdefault("resumed", []).append({
+        "at": dt.datetime.now().isoformat(timespec="seconds"), "from": Path(checkpoint).name,
+        "git": git_commit(), "final_step": final_step,
+    })
+    atomic_write_json(path, provenance)

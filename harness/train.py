@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from reproductions import registry
 from reproductions.common.config import to_dict
 from reproductions.common.data.sources import cache_root
+from reproductions.common.errors import AttnreproError
 from reproductions.common.flops import flops_per_target_token
+from reproductions.common.io import atomic_path
 
 from . import rundir
 
@@ -51,45 +55,65 @@ def train(
     devices: int | str = "auto",
     evaluate_after: bool = True,
     group: str | None = None,
+    nodes: int = 1,
 ) -> Path:
     repro = registry.get(name)
     cfg = repro.load_config(preset, overrides, pair=pair)
     tag = getattr(cfg.data, "pair", None) or cfg.data.dataset
     run_dir = Path(run_dir) if run_dir else rundir.default_run_dir(repro.name, preset, tag, seed)
-    rundir.check_new_run_dir(run_dir)
+    if rundir.is_rank_zero():
+        rundir.check_new_run_dir(run_dir)
+    return _fit(repro, cfg, preset, seed, run_dir, wandb, devices, nodes, evaluate_after, group, resume_from=None)
 
+
+def resume(run_dir: Path | str, wandb: str | None = None, devices: int | str = "auto", nodes: int = 1,
+           evaluate_after: bool = True, group: str | None = None) -> Path:
+    """Continue an interrupted run from its newest checkpoint, with its own config and seed."""
+    run_dir = Path(run_dir)
+    facts = rundir.read_run(run_dir)
+    repro = registry.get(facts["reproduction"])
+    cfg = repro.config_from_dict(facts["config"], str(run_dir / "config.yaml"))
+    if rundir.read_metrics(run_dir).get("splits"):
+        print(f"{run_dir} is finished (its test splits are scored); nothing to resume")
+        return run_dir
+    checkpoint = rundir.newest_checkpoint(run_dir)
+    return _fit(repro, cfg, facts["preset"], facts["seed"], run_dir, wandb, devices, nodes, evaluate_after, group,
+                resume_from=checkpoint)
+
+
+def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, devices, nodes: int,
+         evaluate_after: bool, group: str | None, resume_from: Path | None) -> Path:
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
     pl.seed_everything(seed, workers=True, verbose=False)
     data, module, extra = _setup(repro, cfg, seed)
-    model = module.model
-    params = sum(p.numel() for p in model.parameters())
-    rundir.start_run(
-        run_dir,
-        to_dict(cfg),
-        seed,
-        data.checksums,
-        extra={"reproduction": repro.name, "preset": preset, "parameters": params, **extra},
-    )
+    params = sum(p.numel() for p in module.model.parameters())
+    if resume_from is None and rundir.is_rank_zero():
+        rundir.start_run(run_dir, to_dict(cfg), seed, data.checksums,
+                         extra={"reproduction": repro.name, "preset": preset, "parameters": params, **extra})
+    curves_before = rundir.curves_until(run_dir, resume_from) if resume_from and rundir.is_rank_zero() else None
 
+    t = cfg.train
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
         save_top_k=1, save_last=True, auto_insert_metric_name=False,
     )
     clock = TrainClock()
-    callbacks = [checkpoints, clock, LearningRateMonitor(logging_interval="step")]
-    if cfg.train.average_last > 0:  # keep the last N periodic checkpoints for averaging (Vaswani et al. §6.1)
+    callbacks = [checkpoints, clock, LearningRateMonitor(logging_interval="step"), _resume_checkpoints(run_dir, t)]
+    if t.average_last > 0:  # keep the last N periodic checkpoints for averaging (Vaswani et al. §6.1)
         callbacks.append(ModelCheckpoint(
             dirpath=run_dir / "checkpoints" / "periodic", filename="step{step}", monitor="step", mode="max",
-            save_top_k=cfg.train.average_last, auto_insert_metric_name=False,
-            train_time_interval=dt.timedelta(minutes=cfg.train.checkpoint_every_minutes),
+            save_top_k=t.average_last, auto_insert_metric_name=False,
+            train_time_interval=dt.timedelta(minutes=t.checkpoint_every_minutes),
         ))
+    fault = FaultInjection.from_env()
+    if fault is not None:
+        callbacks.append(fault)
     loggers = [CSVLogger(str(run_dir), name="", version="logs")]
     wandb_logger = _wandb_logger(run_dir, wandb_mode(wandb), repro.name, preset, cfg, group)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
-    t = cfg.train
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         max_epochs=t.max_epochs,
@@ -103,19 +127,24 @@ def train(
         callbacks=callbacks,
         logger=loggers,
         devices=devices,
+        num_nodes=nodes,
         accelerator="auto",
         use_distributed_sampler=False,  # TokenBudgetBatchSampler shards by rank itself
         num_sanity_val_steps=0,
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if trainer.global_rank != 0:
         return run_dir
+    if curves_before is not None:
+        rundir.prepend_curves(run_dir, curves_before)
+        rundir.note_resume(run_dir, resume_from, trainer.global_step)
 
     scored = Path(checkpoints.best_model_path or run_dir / "checkpoints" / "last.ckpt")
-    if cfg.train.average_last > 0:
-        scored = _average_last(run_dir / "checkpoints", cfg.train.average_last, trainer.global_step)
+    if t.average_last > 0:
+        scored = _average_last(run_dir / "checkpoints", t.average_last, trainer.global_step)
     flops_per_token = flops_per_target_token(module.model, _sample_batch(data, module.device))
     rundir.update_metrics(run_dir, "training", {
         "wall_time_s": round(clock.fit_seconds, 1),
@@ -129,19 +158,36 @@ def train(
         "flops_per_target_token": round(flops_per_token),
         "training_flops": flops_per_token * module.tokens_seen,  # forward + backward, matrix products (FlopCounterMode)
         "devices": trainer.world_size,
+        "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
+        # GPU-hours (devices x wall time) on accelerators; none on CPU
+        "device_hours": (round(trainer.world_size * clock.fit_seconds / 3600, 3)
+                         if type(trainer.accelerator).__name__ != "CPUAccelerator" else None),
         "parameters": params,
     })
     if evaluate_after:
         from .evaluate import evaluate
+        from .figures import write_run_figures
 
         evaluate(run_dir, checkpoint=scored, logger=wandb_logger)
+        write_run_figures(run_dir, scored, logger=wandb_logger)
     if wandb_logger is not None:
         import wandb as wandb_lib
 
         wandb_lib.finish()
         if wandb_mode(wandb) == "offline":
-            print(f"W&B run saved offline under {run_dir / 'wandb'}; upload it with `wandb sync {run_dir / 'wandb'}`")
+            print(f"W&B run saved offline under {run_dir / 'wandb'}; upload it with "
+                  f"`wandb sync {run_dir / 'wandb'}/offline-run-*` (needs a W&B account and network)")
     return run_dir
+
+
+def _resume_checkpoints(run_dir: Path, t):
+    """checkpoints/resume.ckpt, rewritten every `train.resume_every_n_steps` steps (or minutes)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    every = ({"every_n_train_steps": t.resume_every_n_steps} if t.resume_every_n_steps
+             else {"train_time_interval": dt.timedelta(minutes=t.resume_every_minutes)})
+    return ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="resume", save_top_k=1, monitor=None,
+                           enable_version_counter=False, save_on_train_epoch_end=True, **every)
 
 
 def _average_last(checkpoint_dir: Path, n: int, final_step: int) -> Path:
@@ -190,21 +236,65 @@ def _float(value) -> float | None:
 
 
 class TrainClock(pl.Callback):
-    """Seconds spent in training batches (throughput) and in the whole fit (wall time)."""
+    """Seconds spent in training batches (throughput) and in the whole fit (wall time), summed over the
+    attempts of a resumed run (the state travels in the checkpoint)."""
 
     def __init__(self):
         self.train_seconds = 0.0
         self.fit_seconds = 0.0
+        self._before = 0.0  # fit seconds of earlier attempts
         self._batch_start = self._fit_start = 0.0
 
     def on_fit_start(self, trainer, pl_module):
         self._fit_start = time.perf_counter()
 
     def on_fit_end(self, trainer, pl_module):
-        self.fit_seconds = time.perf_counter() - self._fit_start
+        self.fit_seconds = self._before + time.perf_counter() - self._fit_start
+
+    def state_dict(self) -> dict:
+        elapsed = time.perf_counter() - self._fit_start
+        return {"train_seconds": self.train_seconds, "fit_seconds": self._before + elapsed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train_seconds, self._before = state["train_seconds"], state["fit_seconds"]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.train_seconds += time.perf_counter() - self._batch_start
+        minutes = (self._before + time.perf_counter() - self._fit_start) / 60
+        pl_module.log("time/minutes", minutes, batch_size=1)  # learning curves over wall-clock time
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temporary file and renamed: a kill during the write leaves the previous
+    checkpoint intact, never half a file."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+class FaultInjection(pl.Callback):
+    """Testing aid: ATTNREPRO_INJECT_FAULT=kill@N (SIGKILL itself) or raise@N (an exception) after the N-th
+    optimiser step, to exercise resumption and a sweep's retries as a real crash would."""
+
+    def __init__(self, kind: str, step: int):
+        self.kind, self.step = kind, step
+
+    @classmethod
+    def from_env(cls) -> FaultInjection | None:
+        value = os.environ.get("ATTNREPRO_INJECT_FAULT")
+        if not value:
+            return None
+        kind, _, step = value.partition("@")
+        if kind not in ("kill", "raise") or not step.isdigit():
+            raise AttnreproError(f"ATTNREPRO_INJECT_FAULT={value!r}: expected kill@STEP or raise@STEP")
+        return cls(kind, int(step))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            if self.kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError(f"fault injected by ATTNREPRO_INJECT_FAULT at step {self.step}")

@@ -39,7 +39,8 @@ def test_train_scores_the_test_split_with_pycocoevalcap(caption_runs):
 
 
 def test_evaluate_again_with_another_beam(caption_runs):
-    result = attnrepro("evaluate", str(caption_runs["vinyals2015"]), "--beam", "1", "--split", "dev")
+    result = attnrepro("evaluate", str(caption_runs["vinyals2015"]), "--beam", "1", "--split", "dev",
+                       env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "CIDEr-D" in result.stdout and "dev" in result.stdout
     metrics = json.loads((caption_runs["vinyals2015"] / "metrics.json").read_text())

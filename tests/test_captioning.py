@@ -56,8 +56,10 @@ def test_registry_names_and_aliases():
         _model("xu2015", ["model.context=fixed"])
 
 
-@pytest.mark.parametrize("name", CAPTIONING)
-@pytest.mark.parametrize("preset", ["tiny", "quick", "cpu", "paper"])
+CAPTION_CONFIGS = [(name, preset) for name in CAPTIONING for preset in registry.get(name).presets()]
+
+
+@pytest.mark.parametrize("name, preset", CAPTION_CONFIGS)
 def test_every_caption_config_builds_and_trains(name, preset):
     repro = registry.get(name)
     cfg = repro.load_config(preset)
@@ -190,7 +192,9 @@ def test_encoder_puts_a_flickr8k_dog_in_imagenet_dog_classes(flickr8k):
             captions.setdefault(key.split("#")[0], []).append(text.lower())
     dogs = sorted(k for k, caps in captions.items() if all(" dog " in f" {c} " for c in caps))[:3]
     assert len(dogs) == 3
+    rng = torch.get_rng_state()
     encoder = encoders.load_encoder("efficientnet-lite0")
+    assert torch.equal(rng, torch.get_rng_state())  # building it must not move the global RNG (resumption)
     pixels = torch.stack([encoders.read_image(flickr8k / "Images" / name) for name in dogs])
     with torch.no_grad():
         top5 = encoder.classify(pixels).topk(5, dim=-1).indices
@@ -250,6 +254,9 @@ def test_flickr8k_splits_and_karpathy_json(flickr8k, tmp_path):
     assert load_karpathy(str(path), "test", str(flickr8k / "Images")).images == [names[3]]
     with pytest.raises(DataError, match="missing"):
         load_karpathy(str(path), "train", str(tmp_path))
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(DataError, match="nowhere.json does not exist"):
+        load_karpathy(str(missing), "train", None)
     path.write_text('{"pictures": []}')
     with pytest.raises(DataError, match="dataset_flickr8k.json is not a Karpathy split file"):
         load_karpathy(str(path), "train", str(flickr8k / "Images"))

@@ -163,15 +163,19 @@ def test_list_names_every_reproduction_and_its_baseline():
 
 def test_reproduce_compares_each_paper_with_its_baseline_and_reuses_finished_runs(tmp_path, data_root):
     env = {"ATTNREPRO_DATA": str(data_root), "COLUMNS": "200"}
-    first = attnrepro("reproduce", "--preset", "tiny", "--out", str(tmp_path), env=env)
+    first = attnrepro("reproduce", "--preset", "tiny", "--out", str(tmp_path), "--slots", "2", env=env)
     assert first.returncode == 0, first.stderr[-3000:]
-    for title in ("RNNsearch (bahdanau2014)", "RNNencdec (cho2014)", "Transformer (vaswani2017)"):
+    for title in ("RNNsearch (bahdanau2014)", "RNNencdec (cho2014)", "Transformer (vaswani2017)",
+                  "Soft-Attention (xu2015)", "Hard-Attention (xu2015-hard)", "Show and Tell (NIC) (vinyals2015)"):
         assert title in first.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bahdanau2014-seed1", "cho2014-seed1", "vaswani2017-seed1"]
-    stamp = (tmp_path / "cho2014-seed1" / "metrics.json").stat().st_mtime
-    again = attnrepro("reproduce", "--preset", "tiny", "--out", str(tmp_path), env=env)
+    assert "CIDEr-D" in first.stdout and "sacreBLEU" in first.stdout
+    names = ["bahdanau2014", "cho2014", "vaswani2017", "vinyals2015", "xu2015", "xu2015-hard"]
+    assert all((tmp_path / f"{n}-tiny-seed1" / "metrics.json").is_file() for n in names)
+    assert (tmp_path / "plan.yaml").is_file() and (tmp_path / "report" / "report.md").is_file()
+    stamp = (tmp_path / "cho2014-tiny-seed1" / "metrics.json").stat().st_mtime
+    again = attnrepro("reproduce", "--preset", "tiny", "--out", str(tmp_path), "--no-report", env=env)
     assert again.returncode == 0 and "RNNsearch (bahdanau2014)" in again.stdout
-    assert (tmp_path / "cho2014-seed1" / "metrics.json").stat().st_mtime == stamp  # not trained again
+    assert (tmp_path / "cho2014-tiny-seed1" / "metrics.json").stat().st_mtime == stamp  # not trained again
 
 
 def test_multi30k_benchmark_script_writes_its_json(tmp_path, data_root):

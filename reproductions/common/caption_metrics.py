@@ -62,3 +62,17 @@ def caption_scores(hyps: list[str], refs: list[list[str]]) -> dict:
         },
     })
     return scores
+
+
+def per_image_cider(hyps: list[str], refs: list[list[str]]):
+    """CIDEr-D (x100) of each hypothesis, with document frequencies from all of `refs`: the numbers whose
+    mean is the corpus CIDEr-D, for paired significance tests between two systems on the same images."""
+    import numpy as np
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({i: [{"caption": " ".join(r.split())} for r in rs] for i, rs in enumerate(refs)})
+    res = tokenizer.tokenize({i: [{"caption": " ".join(h.split()) or "."}] for i, h in enumerate(hyps)})
+    _, per_image = Cider().compute_score(gts, res)
+    return 100 * np.asarray(per_image, dtype=float)

@@ -15,14 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from .captioner import CaptionConfig, doubly_stochastic_penalty
-from .config import to_dict
-from .data.batching import TokenBudgetBatchSampler, reshuffle
+from .data.batching import TokenBudgetBatchSampler
 from .data.captions import CaptionSplit, checksums, load_captions
 from .data.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab, build_caption_vocab
 from .encoders import FeatureStore, cached_features
-from .optim import configure_optimizers
-
-CHECKPOINT_FORMAT = 1
+from .lightning_base import AttnreproModule
 
 
 def split_features(cfg: CaptionConfig, split: CaptionSplit, cache_dir: Path, device: str = "cpu") -> FeatureStore:
@@ -63,6 +60,7 @@ class CaptionDataModule(pl.LightningDataModule):
         super().__init__()
         self.cfg, self.seed, self.cache_dir = cfg, seed, Path(cache_dir)
         self.vocab: Vocab | None = None
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches done), set when a run resumes
 
     def load(self, vocab: Vocab | None = None) -> None:
         """Read the training and validation splits, build (or reuse) the vocabulary, load or compute features."""
@@ -86,6 +84,9 @@ class CaptionDataModule(pl.LightningDataModule):
             bucket_batches=20, shuffle=shuffle, seed=self.seed,
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
         )
+        if shuffle and self.resume_at is not None:
+            sampler.resume(*self.resume_at)
+            self.resume_at = None
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate,
                                            num_workers=self.cfg.data.num_workers)
 
@@ -112,14 +113,14 @@ def update_baseline(baseline: torch.Tensor, log_lik: torch.Tensor, decay: float,
     return mean if first else decay * baseline + (1.0 - decay) * mean
 
 
-class CaptionModule(pl.LightningModule):
+class CaptionModule(AttnreproModule):
+    task = "captioning"
+
     def __init__(self, model: torch.nn.Module, cfg: CaptionConfig, reproduction: str, vocab: Vocab):
-        super().__init__()
-        self.model, self.cfg, self.reproduction, self.vocab = model, cfg, reproduction, vocab
+        super().__init__(model, cfg, reproduction)
+        self.vocab = vocab
         self.register_buffer("reward_baseline", torch.zeros(()))
         self.register_buffer("baseline_steps", torch.zeros((), dtype=torch.long))
-        self.tokens_seen = 0
-        self._val_sums: list[torch.Tensor] = []
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """(loss sum, nll sum, words) of a batch, and the parts to log."""
@@ -145,10 +146,8 @@ class CaptionModule(pl.LightningModule):
             parts.update({"reward_baseline": self.reward_baseline, "attention_entropy": entropy.sum() / mask.sum()})
         return loss, nll.sum(), mask.sum(), parts
 
-    def on_train_epoch_start(self) -> None:
-        reshuffle(self.trainer, self.current_epoch)
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self._count_batch()
         loss, nll, words, parts = self._loss(batch)
         self.tokens_seen += int(words) * self.trainer.world_size
         self.log("train/loss", nll / words, prog_bar=True, batch_size=int(words))
@@ -158,28 +157,7 @@ class CaptionModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         _, nll, words, _ = self._loss(batch)
-        self._val_sums.append(torch.stack([nll.detach(), words.to(nll.dtype)]))
+        self._add_validation(nll, words)
 
-    def on_validation_epoch_end(self) -> None:
-        if not self._val_sums:
-            return
-        nll, words = torch.stack(self._val_sums).sum(0)
-        self._val_sums.clear()
-        self.log("val/loss", nll / words, prog_bar=True, sync_dist=True)
-        self.log("val/ppl", torch.exp(nll / words), sync_dist=True)
-
-    def configure_optimizers(self):
-        return configure_optimizers(self.cfg.optim, self.model.parameters())
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["attnrepro"] = {
-            "format": CHECKPOINT_FORMAT,
-            "task": "captioning",
-            "reproduction": self.reproduction,
-            "config": to_dict(self.cfg),
-            "vocab": self.vocab.to_json(),
-            "tokens_seen": self.tokens_seen,
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.tokens_seen = checkpoint.get("attnrepro", {}).get("tokens_seen", 0)
+    def _checkpoint_extra(self) -> dict:
+        return {"vocab": self.vocab.to_json()}

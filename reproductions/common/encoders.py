@@ -9,8 +9,10 @@ not match) is detected, reported and recomputed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +100,11 @@ class _Torchvision(nn.Module):
 
 
 def load_encoder(name: str) -> nn.Module:
+    """The frozen encoder. Building it draws random initial weights (then replaced by the pretrained ones):
+    the global RNG is left as it was, so a run does the same whether its features were cached or not."""
     spec(name)
-    module = _Lite0() if name == "efficientnet-lite0" else _Torchvision(name)
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(sys.stderr):  # the package prints
+        module = _Lite0() if name == "efficientnet-lite0" else _Torchvision(name)
     return module.eval().requires_grad_(False)
 
 

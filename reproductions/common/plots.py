@@ -87,3 +87,64 @@ def caption_attention_plot(image, words: list[str], weights, grid: int, path: Pa
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    points = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "") and r.get("step")]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def learning_curves_plot(runs: dict[str, list[dict]], path: Path | str, title: str = "") -> None:
+    """runs: label -> rows of a run's logs/metrics.csv. Left: training and validation loss by step; right:
+    validation loss by wall-clock minutes (from the `time/minutes` column the harness logs)."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, rows) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        steps, train = _series(rows, "train/loss")
+        if steps:
+            by_step.plot(steps, train, color=color, alpha=0.35, lw=1)
+        val_steps, val = _series(rows, "val/loss")
+        if val_steps:
+            by_step.plot(val_steps, val, color=color, marker="o", ms=3, label=label)
+        time_steps, minutes = _series(rows, "time/minutes")
+        if val_steps and time_steps:
+            by_time.plot(np.interp(val_steps, time_steps, minutes), val, color=color, marker="o", ms=3, label=label)
+    by_step.set_xlabel("step")
+    by_step.set_ylabel("loss (faint: training; dots: validation)")
+    by_time.set_xlabel("wall-clock minutes of training")
+    by_time.set_ylabel("validation loss")
+    for ax in (by_step, by_time):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title or "learning curves")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def cost_plot(runs: list[dict], path: Path | str) -> None:
+    """The cost of each run: wall-clock minutes (device-hours when on GPUs) and training FLOPs."""
+    plt = _pyplot()
+    labels = [r["label"] for r in runs]
+    minutes = [r.get("wall_time_s", 0) / 60 for r in runs]
+    flops = [r.get("training_flops", 0) or 0 for r in runs]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, max(3, 0.3 * len(runs) + 1.5)))
+    left.barh(labels, minutes, color="C0")
+    left.set_xlabel("wall-clock minutes of training")
+    for label, m, r in zip(labels, minutes, runs):
+        if r.get("devices", 1) and r.get("device_hours"):
+            left.annotate(f"{r['device_hours']:.2f} device-h", (m, label), fontsize=7, va="center")
+    right.barh(labels, flops, color="C1")
+    right.set_xscale("log" if any(flops) else "linear")
+    right.set_xlabel("training FLOPs (matrix products, forward + backward)")
+    right.set_yticks([])
+    fig.suptitle("cost per run")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -57,6 +57,8 @@ class TrainConfig:
     log_every_n_steps: int = 20
     average_last: int = 0  # >0: score the mean of the last N periodic checkpoints (Vaswani et al. §6.1)
     checkpoint_every_minutes: float = 10.0  # period of those checkpoints (§6.1: 10-minute intervals)
+    resume_every_minutes: float = 5.0  # checkpoints/resume.ckpt for `attnrepro train --resume`, this often ...
+    resume_every_n_steps: int | None = None  # ... or every N optimiser steps instead
 
 
 @dataclass

@@ -6,25 +6,17 @@ it, so RNNsearch, RNNencdec and the Transformer train under exactly the same loo
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from .config import to_dict
-from .data.batching import reshuffle
 from .data.vocab import PAD_ID, Vocab
-from .optim import configure_optimizers
-
-CHECKPOINT_FORMAT = 1
+from .lightning_base import AttnreproModule
 
 
-class TranslationModule(pl.LightningModule):
+class TranslationModule(AttnreproModule):
     def __init__(self, model: torch.nn.Module, cfg, reproduction: str, src_vocab: Vocab, tgt_vocab: Vocab):
-        super().__init__()
-        self.model, self.cfg, self.reproduction = model, cfg, reproduction
+        super().__init__(model, cfg, reproduction)
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-        self.tokens_seen = 0  # target tokens trained on, all ranks together
-        self._val_sums: list[torch.Tensor] = []
 
     def _loss_sum(self, batch: dict, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
         logits, _ = self.model(batch["src"], batch["tgt_in"])  # (B, T, V)
@@ -38,10 +30,8 @@ class TranslationModule(pl.LightningModule):
         )
         return loss, (target != PAD_ID).sum()
 
-    def on_train_epoch_start(self) -> None:
-        reshuffle(self.trainer, self.current_epoch)
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self._count_batch()
         loss_sum, ntok = self._loss_sum(batch, self.cfg.train.label_smoothing)
         total_ntok = ntok
         if self.trainer.world_size > 1:  # per-token mean over all ranks' tokens (DDP then averages gradients)
@@ -53,30 +43,7 @@ class TranslationModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss_sum, ntok = self._loss_sum(batch, 0.0)  # perplexity of the true distribution, no smoothing
-        self._val_sums.append(torch.stack([loss_sum.detach(), ntok.to(loss_sum.dtype)]))
+        self._add_validation(*self._loss_sum(batch, 0.0))  # perplexity of the true distribution, no smoothing
 
-    def on_validation_epoch_end(self) -> None:
-        if not self._val_sums:
-            return
-        loss_sum, ntok = torch.stack(self._val_sums).sum(0)
-        self._val_sums.clear()
-        loss = loss_sum / ntok
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
-        self.log("val/ppl", torch.exp(loss), sync_dist=True)
-
-    def configure_optimizers(self):
-        return configure_optimizers(self.cfg.optim, self.model.parameters())
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["attnrepro"] = {
-            "format": CHECKPOINT_FORMAT,
-            "reproduction": self.reproduction,
-            "config": to_dict(self.cfg),
-            "src_vocab": self.src_vocab.to_json(),
-            "tgt_vocab": self.tgt_vocab.to_json(),
-            "tokens_seen": self.tokens_seen,
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.tokens_seen = checkpoint.get("attnrepro", {}).get("tokens_seen", 0)
+    def _checkpoint_extra(self) -> dict:
+        return {"src_vocab": self.src_vocab.to_json(), "tgt_vocab": self.tgt_vocab.to_json()}

@@ -44,9 +44,28 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self._epoch_length: int | None = None  # batches per rank, fixed by epoch 0 (see batches())
+        self._skip = 0  # batches of the next iteration already trained on (exact resumption)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Continue an interrupted run: `batches_done` batches of `epoch` were trained on before the
+        checkpoint. The next iteration yields the rest of that epoch (or the next epoch when it was complete)."""
+        if batches_done >= self.epoch_length():
+            self.epoch, self._skip = epoch + 1, 0
+        else:
+            self.epoch, self._skip = epoch, batches_done
+
+    def epoch_length(self) -> int:
+        """Batches per rank in every epoch: epoch 0's count."""
+        if self._epoch_length is None:
+            batches = self._epoch_batches(0)
+            if len(batches) < self.world_size:
+                raise ValueError(f"{len(batches)} batches cannot be shared by {self.world_size} processes; "
+                                 "use more data or a smaller batch")
+            self._epoch_length = len(batches) // self.world_size
+        return self._epoch_length
 
     def _split(self, indices: list[int]) -> list[list[int]]:
         batches, batch, longest = [], [], 0
@@ -67,10 +86,21 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         return batches
 
     def batches(self) -> list[list[int]]:
-        order = list(range(len(self.lengths)))
+        """This rank's batches of the current epoch."""
         if not self.shuffle:  # evaluation: sorted by length for speed; callers restore the order
-            return self._split(sorted(order, key=lambda i: self.lengths[i]))
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+            return self._split(sorted(range(len(self.lengths)), key=lambda i: self.lengths[i]))
+        # Every epoch and every rank must take the same number of steps: Lightning sizes the epoch once
+        # (validation runs when that count is reached) and DDP waits forever for a missing step. Batch
+        # counts under a token budget vary a little with the order, so every epoch is trimmed or topped
+        # up (with its own first batches) to epoch 0's count.
+        needed = self.epoch_length() * self.world_size
+        batches = self._epoch_batches(self.epoch)
+        batches = (batches + batches[: max(0, needed - len(batches))])[:needed]
+        return batches[self.rank :: self.world_size]
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        order = list(range(len(self.lengths)))
+        rng = random.Random(self.seed * 1_000_003 + epoch)
         rng.shuffle(order)
         mean_len = max(1, sum(self.lengths) // max(1, len(self.lengths)))
         per_batch = self.batch_sentences or max(1, self.max_tokens // mean_len)
@@ -79,21 +109,11 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         for start in range(0, len(order), chunk):
             batches += self._split(sorted(order[start : start + chunk], key=lambda i: self.lengths[i]))
         rng.shuffle(batches)
-        # Every epoch and every rank must take the same number of steps: Lightning sizes the epoch once
-        # (validation runs when that count is reached) and DDP waits forever for a missing step. Batch
-        # counts under a token budget vary a little with the order, so later epochs are trimmed or topped
-        # up (with their own first batches) to epoch 0's count.
-        if len(batches) < self.world_size:
-            raise ValueError(f"{len(batches)} batches cannot be shared by {self.world_size} processes; "
-                             "use more data or a smaller batch")
-        if self._epoch_length is None:
-            self._epoch_length = len(batches) // self.world_size
-        needed = self._epoch_length * self.world_size
-        batches = (batches + batches[: max(0, needed - len(batches))])[:needed]
-        return batches[self.rank :: self.world_size]
+        return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        batches, self._skip = self.batches()[self._skip :], 0
+        return iter(batches)
 
     def __len__(self) -> int:
         return len(self.batches())

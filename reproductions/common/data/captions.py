@@ -90,11 +90,18 @@ def load_flickr8k(split: str, images_dir: str | None = None) -> CaptionSplit:
     return CaptionSplit(split, names, paths, [refs[n] for n in names])
 
 
-def load_karpathy(json_path: str | None, split: str, images_dir: str | None) -> CaptionSplit:
-    """Karpathy's `dataset_{flickr8k,flickr30k,coco}.json`; 'train' includes COCO's 'restval' images."""
+def karpathy_path(json_path: str | None) -> Path:
+    """data.karpathy_json: absolute, or relative to $ATTNREPRO_DATA (else to the working directory)."""
     if not json_path:
         raise DataError("data.dataset=karpathy needs data.karpathy_json (path to e.g. dataset_coco.json)")
     path = Path(json_path).expanduser()
+    root = data_root()
+    return root / path if not path.is_absolute() and root is not None else path
+
+
+def load_karpathy(json_path: str | None, split: str, images_dir: str | None) -> CaptionSplit:
+    """Karpathy's `dataset_{flickr8k,flickr30k,coco}.json`; 'train' includes COCO's 'restval' images."""
+    path = karpathy_path(json_path)
     if not path.is_file():
         raise DataError(f"Karpathy split file {path} does not exist; set data.karpathy_json to it")
     try:
@@ -127,4 +134,4 @@ def checksums(cfg) -> dict[str, str]:
         return {f.relpath: f.text_sha256 for f in [FLICKR8K_TOKENS, *FLICKR8K_SPLITS.values()]}
     import hashlib
 
-    return {str(cfg.karpathy_json): hashlib.sha256(Path(cfg.karpathy_json).read_bytes()).hexdigest()}
+    return {str(cfg.karpathy_json): hashlib.sha256(karpathy_path(cfg.karpathy_json).read_bytes()).hexdigest()}

@@ -46,6 +46,7 @@ class TranslationDataModule(pl.LightningDataModule):
         self.cfg, self.seed, self.cache_dir = cfg, seed, Path(cache_dir)
         self.src_vocab: Vocab | None = None
         self.tgt_vocab: Vocab | None = None
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches done), set when a run resumes
 
     def load(self, vocabs: tuple[Vocab, Vocab] | None = None) -> None:
         """Read and encode the training and validation splits; train (or reuse) the vocabularies."""
@@ -78,6 +79,9 @@ class TranslationDataModule(pl.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
         )
+        if shuffle and self.resume_at is not None:
+            sampler.resume(*self.resume_at)
+            self.resume_at = None
         return torch.utils.data.DataLoader(
             dataset,
             batch_sampler=sampler,

@@ -1,0 +1,62 @@
+"""A run killed with SIGKILL in the middle of an epoch resumes (`attnrepro train --resume RUN_DIR`) and ends
+exactly where the uninterrupted run with the same seed ends: same weights, metrics and learning curve."""
+
+import csv
+import json
+
+import pytest
+import torch
+from test_cli import assert_clean_error, attnrepro
+
+pytestmark = pytest.mark.slow
+
+# cho2014: length-bucketed token-budget batches; xu2015-hard: sampled attention, so the RNG state matters too.
+CASES = {
+    "cho2014": ["--set", "train.max_epochs=3"],
+    "xu2015-hard": ["--set", "train.max_epochs=2", "--set", "data.batch_size=8"],
+}
+
+
+def _train(name: str, run_dir, extra: list[str], env: dict | None = None):
+    return attnrepro("train", name, "--preset", "tiny", "--seed", "5", "--set", "train.resume_every_n_steps=2",
+                     *extra, "--run-dir", str(run_dir), env=env)
+
+
+def _curve(run_dir) -> list[tuple]:
+    with open(run_dir / "logs" / "metrics.csv", newline="") as fh:
+        return [(r["step"], r.get("train/loss"), r.get("val/loss")) for r in csv.DictReader(fh)]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_killed_run_resumes_to_the_uninterrupted_result(name, data_root, tmp_path):
+    if name.startswith("xu") and not (data_root / "flickr8k" / "Images").is_dir():
+        pytest.skip("Flickr8k images not under the data root")
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    result = _train(name, full, CASES[name])
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    crashed = _train(name, killed, CASES[name], env={"ATTNREPRO_INJECT_FAULT": "kill@5"})
+    assert crashed.returncode == -9  # SIGKILL: no chance to clean up
+    assert not (killed / "metrics.json").exists()
+    resume_ckpt = torch.load(killed / "checkpoints" / "resume.ckpt", map_location="cpu", weights_only=True)
+    assert resume_ckpt["global_step"] == 4  # the last checkpoint before the kill
+
+    resumed = attnrepro("train", "--resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, killed))
+    for key in ("steps", "epochs_completed", "target_tokens", "best_val_loss"):
+        assert a["training"][key] == b["training"][key], key
+    steps_per_epoch = a["training"]["steps"] // a["training"]["epochs_completed"]
+    assert 4 % steps_per_epoch != 0  # the kill and the checkpoint fell in the middle of an epoch
+    assert a["splits"] == b["splits"]
+    weights_a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    weights_b = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert _curve(full) == _curve(killed)  # the learning curve has no gap and no repeated steps
+    provenance = json.loads((killed / "provenance.json").read_text())
+    assert provenance["resumed"][0]["from"] == "resume.ckpt"
+
+
+def test_resume_refuses_what_it_cannot_resume(tmp_path):
+    assert_clean_error(attnrepro("train", "--resume", str(tmp_path)), "not a run directory")
