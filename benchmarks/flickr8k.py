@@ -18,7 +18,6 @@ and ahead of Show and Tell on CIDEr-D; hard attention reported the same way.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness.benchmark import provenance, train_or_reuse
+from harness.benchmark import benchmark_parser, provenance, train_or_reuse
 from reproductions import registry
 from reproductions.common.io import atomic_write_json
 
@@ -80,12 +79,8 @@ def attention_figures(runs: dict, out: Path, preset: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--models", nargs="+", default=["vinyals2015", "xu2015", "xu2015-hard"])
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
-    parser.add_argument("--out", type=Path, help="folder for runs, figures and JSON (default: benchmarks/results/...)")
+    parser = benchmark_parser(__doc__, ["vinyals2015", "xu2015", "xu2015-hard"],
+                              "folder for runs, figures and JSON (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -17,7 +17,6 @@ ahead of RNNsearch (issue 3).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness.benchmark import provenance, train_or_reuse
+from harness.benchmark import benchmark_parser, provenance, train_or_reuse
 from reproductions import registry
 from reproductions.common.data.translation import load_split
 from reproductions.common.io import atomic_write_json
@@ -43,13 +42,9 @@ FIGURE_SPLIT = "test_2016_flickr"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="cpu")
+    parser = benchmark_parser(__doc__, ["bahdanau2014", "cho2014", "vaswani2017"],
+                              "folder for runs, figure and JSON (default: benchmarks/results/...)")
     parser.add_argument("--pair", default="en-de")
-    parser.add_argument("--models", nargs="+", default=["bahdanau2014", "cho2014", "vaswani2017"])
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
-    parser.add_argument("--out", type=Path, help="folder for runs, figure and JSON (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

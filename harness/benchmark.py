@@ -3,6 +3,7 @@ benchmark resumes) and the provenance block of its result JSON."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -14,6 +15,17 @@ from rich.console import Console
 
 from . import rundir
 from .train import train
+
+
+def benchmark_parser(doc: str, models: list[str], results_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark script takes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--models", nargs="+", default=models)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
+    parser.add_argument("--out", type=Path, help=results_help)
+    return parser
 
 
 def train_or_reuse(names: list[str], preset: str, out: Path, seed: int, overrides: list[str], group: str,

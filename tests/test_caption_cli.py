@@ -77,3 +77,26 @@ def test_fixed_vector_model_has_no_attention_to_plot(caption_runs, data_root, tm
     result = attnrepro("caption", str(caption_runs["vinyals2015"]), str(image), "--plot-attention",
                        str(tmp_path / "x.png"))
     assert_clean_error(result, "vinyals2015 has no attention to plot")
+
+
+def test_flickr8k_benchmark_script_writes_its_json(data_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not (data_root / "flickr8k" / "Images").is_dir():
+        pytest.skip("Flickr8k images not under the data root")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "flickr8k.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--preset", "tiny", "--models", "vinyals2015", "xu2015", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=script.parents[1],
+        env={**os.environ, "WANDB_MODE": "disabled", "ATTNREPRO_DATA": str(data_root), "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["benchmark"] == "flickr8k" and record["git"]["commit"] and record["machine"]
+    assert set(record["runs"]) == {"vinyals2015", "xu2015"}
+    assert record["target"]["rival_cider_d"] == record["runs"]["vinyals2015"]["splits"]["test"]["cider_d"]
+    assert record["features"]["splits"]["train"]["images"] == 40
+    assert (tmp_path / "attention_xu2015.png").read_bytes()[:4] == b"\x89PNG"
