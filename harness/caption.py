@@ -83,15 +83,23 @@ def caption(checkpoint: Path | str, images: list[Path], beam: int | None = None,
             plot_attention: Path | None = None, out=sys.stdout) -> list[str]:
     """Caption image files with a trained captioning model; optionally draw each word's attention map."""
     from reproductions.common.checkpoint import load_model
-    from reproductions.common.encoders import load_encoder, read_image, spec
 
     from .evaluate import locate
-    from .translate import plot_paths
 
     _, ckpt = locate(checkpoint)
     loaded = load_model(ckpt)
     if loaded.task != "captioning":
         raise AttnreproError(f"{ckpt} is a {loaded.task} model ({loaded.reproduction}); use `attnrepro translate`")
+    return caption_images(loaded, images, beam, plot_attention, out)
+
+
+def caption_images(loaded, images: list[Path], beam: int | None = None, plot_attention: Path | None = None,
+                   out=sys.stdout) -> list[str]:
+    """`caption` for a model already loaded (`reproductions.common.checkpoint.load_model`)."""
+    from reproductions.common.encoders import load_encoder, read_image, spec
+
+    from .translate import plot_paths
+
     if not images:
         raise AttnreproError("no images given: attnrepro caption CKPT IMAGE [IMAGE ...]")
     for image in images:

@@ -86,7 +86,7 @@ def _translation_samples(loaded, run_dir: Path, out: Path, splits: dict):
 def _caption_samples(loaded, run_dir: Path, out: Path, splits: dict):
     from reproductions.common.data.captions import load_captions
 
-    from .caption import caption
+    from .caption import caption_images
 
     if not splits:
         return [], []
@@ -100,6 +100,6 @@ def _caption_samples(loaded, run_dir: Path, out: Path, splits: dict):
         return [], table
     first = out / f"attention_{split}.png"
     with open(os.devnull, "w") as sink:
-        caption(loaded.path, data.paths[:SAMPLES], plot_attention=first, out=sink)
+        caption_images(loaded, data.paths[:SAMPLES], plot_attention=first, out=sink)
     paths = [first] + [first.with_name(f"{first.stem}-{i}{first.suffix}") for i in range(2, SAMPLES + 1)]
     return [p for p in paths if p.exists()], table

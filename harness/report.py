@@ -144,7 +144,8 @@ def _caption_bootstrap(split: str, paper_run: Run, base_run: Run) -> dict | None
         return None
     cfg = from_dict(CaptionDataConfig, yaml.safe_load((paper_run.path / "config.yaml").read_text())["data"],
                     str(paper_run.path / "config.yaml"))
-    refs = dict(zip(*(lambda d: (d.images, d.captions))(load_captions(cfg, split))))
+    data = load_captions(cfg, split)
+    refs = dict(zip(data.images, data.captions))
     hyps = [{h["image"]: h["caption"] for h in json.loads(f.read_text())} for f in files]
     images = [im for im in hyps[0] if im in hyps[1] and im in refs]
     a = per_image_cider([hyps[0][i] for i in images], [refs[i] for i in images])

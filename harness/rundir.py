@@ -159,7 +159,7 @@ def curves_until(run_dir: Path, checkpoint: Path) -> list[dict]:
     path = Path(run_dir) / "logs" / "metrics.csv"
     if not path.is_file():
         return []
-    step = torch.load(checkpoint, map_location="cpu", weights_only=False).get("global_step", 0)
+    step = torch.load(checkpoint, map_location="cpu", weights_only=True).get("global_step", 0)
     with open(path, newline="") as fh:
         return [row for row in csv.DictReader(fh) if row.get("step") and int(float(row["step"])) <= step]
 

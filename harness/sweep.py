@@ -168,7 +168,7 @@ class TrainJob:
     def checkpoint(self, *args, **kwargs):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(TrainJob(self.spec, self.group))
+        return submitit.helpers.DelayedSubmission(self)  # the requeued job resumes from the run's checkpoint
 
 
 def slurm_settings(path: Path | str | None) -> dict:

@@ -146,6 +146,7 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
     if t.average_last > 0:
         scored = _average_last(run_dir / "checkpoints", t.average_last, trainer.global_step)
     flops_per_token = flops_per_target_token(module.model, _sample_batch(data, module.device))
+    accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
     rundir.update_metrics(run_dir, "training", {
         "wall_time_s": round(clock.fit_seconds, 1),
         "train_time_s": round(clock.train_seconds, 1),
@@ -158,10 +159,9 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
         "flops_per_target_token": round(flops_per_token),
         "training_flops": flops_per_token * module.tokens_seen,  # forward + backward, matrix products (FlopCounterMode)
         "devices": trainer.world_size,
-        "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
+        "accelerator": accelerator,
         # GPU-hours (devices x wall time) on accelerators; none on CPU
-        "device_hours": (round(trainer.world_size * clock.fit_seconds / 3600, 3)
-                         if type(trainer.accelerator).__name__ != "CPUAccelerator" else None),
+        "device_hours": round(trainer.world_size * clock.fit_seconds / 3600, 3) if accelerator != "cpu" else None,
         "parameters": params,
     })
     if evaluate_after:
