@@ -99,6 +99,128 @@ def _cmd_reproduce(args) -> None:
               executor=args.executor, seeds=args.seeds, slots=args.slots, report=not args.no_report)
 
 
+def _cmd_submit(args) -> None:
+    from leaderboards.client import submit
+
+    receipt = submit(args.run_dir, args.board, server=args.server, model=args.model, wandb_url=args.wandb_url,
+                     notes=args.notes)
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in receipt["scores"].items())
+    again = " (already stored: this is the earlier submission)" if receipt["replayed"] else ""
+    print(f"submission #{receipt['id']} on {receipt['board']}: rank {receipt['rank']}; {scores} "
+          f"(scored by the server){again}\n{receipt['url']}")
+
+
+def _cmd_leaderboard(args) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if args.action == "serve":
+        import uvicorn
+
+        from leaderboards.app import Settings, create_app
+
+        settings = Settings(database_url=args.db, boards_dir=args.boards, references_root=_references(args),
+                            daily_limit=args.daily_limit, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        return
+    if args.action == "export":
+        from leaderboards.client import export
+
+        written = export(args.out, server=args.server)
+        print(f"wrote {len(written)} files to {args.out}")
+        return
+    if args.action == "boards":
+        from leaderboards.boards import load_boards
+
+        table = Table(title="leaderboard boards")
+        for column in ("board", "task", "split", "metric", "status"):
+            table.add_column(column, no_wrap=column == "board")
+        for b in load_boards(args.boards, _references(args)).values():
+            metric = f"{b.metric.name} {b.metric.version}"
+            table.add_row(b.name, b.task, f"{b.dataset} {b.split} {b.pair or ''}", metric,
+                          "open" if b.is_open else f"closed: {b.reason}")
+        Console().print(table)
+        return
+    from leaderboards import db
+
+    sessions = db.init_db(db.make_engine(args.db))
+    if args.action == "user" and args.what == "add":
+        token = db.create_user(sessions, args.name, admin=args.admin, daily_limit=args.daily_limit)
+        print(f"user {args.name} added; API token (shown once, store it now):\n{token}")
+    elif args.action == "token" and args.what == "add":
+        print(db.create_token(sessions, args.name, label=args.label))
+    elif args.action == "token" and args.what == "revoke":
+        token = db.revoke_token(sessions, args.id)
+        print(f"token {token.id} ({token.hint}...) revoked")
+    else:
+        rows = db.list_users(sessions) if args.action == "user" else db.list_tokens(sessions, args.name)
+        table = Table(title="users" if args.action == "user" else "API tokens")
+        for column in rows[0] if rows else ("none",):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row.values()))
+        Console().print(table)
+
+
+def _references(args) -> Path | None:
+    import os
+
+    root = args.references or os.environ.get("ATTNREPRO_DATA")
+    return Path(root) if root else None
+
+
+def _leaderboard_parser(sub) -> None:
+    p = sub.add_parser("submit", help="submit a run's outputs to a leaderboard (the server scores them)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--board", required=True, help="board name (see the server's front page or /api/boards)")
+    p.add_argument("--server", help="server URL (default: $ATTNREPRO_LEADERBOARD_URL, ~/.config/attnrepro/"
+                                    "leaderboard.yaml, else http://127.0.0.1:8000); the token comes from "
+                                    "$ATTNREPRO_TOKEN or that file")
+    p.add_argument("--model", help="name shown on the board (default: REPRODUCTION (PRESET, seed N))")
+    p.add_argument("--wandb-url", help="link to the run in W&B (default: the run's own, when it was online)")
+    p.add_argument("--notes", help="free text shown on the submission's page")
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("leaderboard", help="the leaderboard service: serve, users and tokens, boards, export")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    db_help = ("database URL: sqlite:///FILE or postgresql://... (default: $ATTNREPRO_LEADERBOARD_DB, else a SQLite "
+               "file in ~/.local/share/attnrepro)")
+    refs_help = "folder holding the reference files, laid out as shared/data (default: $ATTNREPRO_DATA)"
+    a = actions.add_parser("serve", help="run the server (FastAPI under uvicorn)")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=8000)
+    a.add_argument("--db", help=db_help)
+    a.add_argument("--boards", type=Path, help="folder of board YAML files (default: leaderboards/boards)")
+    a.add_argument("--references", type=Path, help=refs_help)
+    a.add_argument("--daily-limit", type=int, default=50, help="submissions per user per 24 hours (default: 50)")
+    a.add_argument("--max-upload-mb", type=float, default=8.0, help="largest request body (default: 8 MB)")
+    a = actions.add_parser("boards", help="list the boards and whether they are open here")
+    a.add_argument("--boards", type=Path)
+    a.add_argument("--references", type=Path, help=refs_help)
+    a = actions.add_parser("export", help="write the boards as static Markdown and HTML")
+    a.add_argument("--out", type=Path, default=Path("leaderboards/published"))
+    a.add_argument("--server", help="server URL (as for submit)")
+    for noun in ("user", "token"):
+        a = actions.add_parser(noun, help=f"admin: {noun}s (works on the database directly)")
+        what = a.add_subparsers(dest="what", required=True, metavar="WHAT")
+        w = what.add_parser("add", help=f"add a {noun} (prints the new token once)")
+        w.add_argument("name", help="user name")
+        w.add_argument("--db", help=db_help)
+        if noun == "user":
+            w.add_argument("--admin", action="store_true")
+            w.add_argument("--daily-limit", type=int, help="this user's submissions per 24 hours")
+        else:
+            w.add_argument("--label", help="what the token is for")
+        w = what.add_parser("list", help=f"list {noun}s")
+        w.add_argument("name", nargs="?", help="only this user's tokens" if noun == "token" else argparse.SUPPRESS)
+        w.add_argument("--db", help=db_help)
+        if noun == "token":
+            w = what.add_parser("revoke", help="revoke a token by its id (see token list)")
+            w.add_argument("id", type=int)
+            w.add_argument("--db", help=db_help)
+    p.set_defaults(func=_cmd_leaderboard)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnrepro", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -177,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"])
     p.set_defaults(func=_cmd_reproduce)
+
+    _leaderboard_parser(sub)
     return parser
 
 

@@ -173,6 +173,10 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
     if wandb_logger is not None:
         import wandb as wandb_lib
 
+        if rundir.is_rank_zero():  # where the run lives in W&B, for `attnrepro submit` and reports
+            run, online = wandb_logger.experiment, wandb_mode(wandb) == "online"
+            rundir.update_metrics(run_dir, "wandb", {"mode": wandb_mode(wandb), "project": run.project, "id": run.id,
+                                                     "url": run.url if online else None})
         wandb_lib.finish()
         if wandb_mode(wandb) == "offline":
             print(f"W&B run saved offline under {run_dir / 'wandb'}; upload it with "

@@ -1,0 +1,198 @@
+"""The leaderboard's client side: `attnrepro submit RUN_DIR --board NAME` and `attnrepro leaderboard export`.
+
+The server and token come from --server/--token, else $ATTNREPRO_LEADERBOARD_URL / $ATTNREPRO_TOKEN, else
+`~/.config/attnrepro/leaderboard.yaml` ({server: URL, token: TOKEN}). A submission carries the run's outputs
+for the board's split and its provenance; the scores the run computed go along as claims the server ignores.
+Every submission of a run has the same Idempotency-Key, so a retry (ours, on a dropped connection, or the
+user's) is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from reproductions.common.errors import AttnreproError
+from reproductions.common.io import atomic_write_text
+
+CONFIG_FILE = Path.home() / ".config" / "attnrepro" / "leaderboard.yaml"
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def client_settings(server: str | None = None, token: str | None = None) -> tuple[str, str | None]:
+    saved = {}
+    path = Path(os.environ.get("ATTNREPRO_LEADERBOARD_CONFIG", CONFIG_FILE))
+    if path.is_file():
+        try:
+            saved = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise AttnreproError(f"{path} is not valid YAML ({err}); it holds 'server: URL' and 'token: TOKEN'"
+                                 ) from None
+    server = server or os.environ.get("ATTNREPRO_LEADERBOARD_URL") or saved.get("server") or DEFAULT_SERVER
+    token = token or os.environ.get("ATTNREPRO_TOKEN") or saved.get("token")
+    return server.rstrip("/"), token
+
+
+def _request(method: str, url: str, retries: int = 3, **kwargs):
+    """One HTTP request, retried on connection errors and 5xx answers (with the same body and key)."""
+    import httpx
+
+    for attempt in range(retries + 1):
+        try:
+            response = httpx.request(method, url, timeout=300, **kwargs)
+        except httpx.TransportError as err:
+            if attempt == retries:
+                raise AttnreproError(f"could not reach {url} ({err}); is the server running?") from None
+        else:
+            if response.status_code < 500 or attempt == retries:
+                return response
+        time.sleep(2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _detail(response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:500]
+
+
+def get_board(server: str, name: str) -> dict:
+    response = _request("GET", f"{server}/api/boards/{name}")
+    if response.status_code != 200:
+        raise AttnreproError(f"{server}: {_detail(response)}")
+    return response.json()
+
+
+def run_submission(run_dir: Path, board: dict) -> tuple[bytes, dict]:
+    """The outputs file and metadata of a run directory for `board`; errors say what to run first."""
+    run_dir = Path(run_dir)
+    try:
+        provenance = json.loads((run_dir / "provenance.json").read_text())
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except FileNotFoundError as err:
+        raise AttnreproError(f"{run_dir} is not a run directory ({Path(err.filename).name} is missing)") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise AttnreproError(f"{run_dir}: provenance.json or config.yaml is damaged ({err})") from None
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    data = config.get("data", {})
+    if data.get("dataset") != board["dataset"] or (board.get("pair") and data.get("pair") != board["pair"]):
+        raise AttnreproError(f"{run_dir} was trained on {data.get('dataset')} {data.get('pair') or ''}; board "
+                             f"{board['name']} scores {board['dataset']} {board.get('pair') or ''}")
+    split = board["split"]
+    outputs = run_dir / "hyps" / (f"{split}.txt" if board["task"] == "translation" else f"{split}.json")
+    if not outputs.is_file():
+        raise AttnreproError(f"{outputs} is missing: decode the board's split first with "
+                             f"`attnrepro evaluate {run_dir} --split {split}`")
+    limit = data.get("eval_limit")
+    if limit and board.get("segments") and limit < board["segments"]:
+        raise AttnreproError(f"{run_dir} decoded only the first {limit} segments (data.eval_limit={limit}); the board "
+                             f"needs all {board['segments']}: train with --set data.eval_limit=null")
+    scored = metrics.get("splits", {}).get(split, {})
+    training = metrics.get("training", {})
+    compute = {k: training[k] for k in ("wall_time_s", "train_time_s", "steps", "target_tokens_per_s", "training_flops",
+                                        "parameters", "devices", "accelerator", "device_hours") if k in training}
+    compute.update({k: v for k, v in provenance.get("machine", {}).items() if k in ("processor", "cpus")})
+    meta = {
+        "model": f"{provenance['reproduction']} ({provenance['preset']}, seed {provenance['seed']})",
+        "reproduction": provenance["reproduction"],
+        "preset": provenance["preset"],
+        "config": config,
+        "commit": provenance.get("git", {}).get("commit") or None,
+        "dirty": provenance.get("git", {}).get("dirty"),
+        "seed": provenance["seed"],
+        "wandb_url": (metrics.get("wandb") or {}).get("url"),
+        "compute": compute,
+        "claimed_scores": {c: scored[c] for c in board["metric"]["columns"] if isinstance(scored.get(c), (int, float))},
+    }
+    return outputs.read_bytes(), meta
+
+
+def submit(run_dir: Path | str, board_name: str, server: str | None = None, token: str | None = None,
+           model: str | None = None, wandb_url: str | None = None, notes: str | None = None) -> dict:
+    server, token = client_settings(server, token)
+    if not token:
+        raise AttnreproError("no API token: set ATTNREPRO_TOKEN or put 'token: ...' in "
+                             f"{CONFIG_FILE} (the server's admin creates one)")
+    board = get_board(server, board_name)
+    if board["status"] != "open":
+        raise AttnreproError(f"board {board_name} is closed: {board['reason']}")
+    data, meta = run_submission(Path(run_dir), board)
+    meta = {k: v for k, v in {**meta, "model": model or meta["model"], "wandb_url": wandb_url or meta["wandb_url"],
+                              "notes": notes}.items() if v not in (None, {}, "")}
+    identity = [board_name, hashlib.sha256(data).hexdigest(), str(Path(run_dir).resolve()), meta.get("seed")]
+    key = "run-" + hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:40]
+    response = _request("POST", f"{server}/api/boards/{board_name}/submissions",
+                        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+                        data={"metadata": json.dumps(meta)}, files={"outputs": (Path(run_dir).name, data)})
+    if response.status_code not in (200, 201):
+        raise AttnreproError(f"{server} refused the submission ({response.status_code}): {_detail(response)}")
+    return {**response.json(), "url": server + response.json()["url"]}
+
+
+# -- export --------------------------------------------------------------------------------------------------
+
+
+def export(out: Path | str, server: str | None = None) -> list[Path]:
+    """Write every board of `server` as Markdown and HTML into `out` (index.html/README.md and one pair per board)."""
+    from .app import page_templates, render
+
+    server, _ = client_settings(server)
+    response = _request("GET", f"{server}/api/boards")
+    if response.status_code != 200:
+        raise AttnreproError(f"{server}: {_detail(response)}")
+    out = Path(out)
+    pages, written = page_templates(), []
+
+    def write(name: str, text: str) -> None:
+        atomic_write_text(out / name, text)
+        written.append(out / name)
+
+    boards = response.json()
+    index = ["# attnrepro leaderboards", "", f"Exported from {server}. Scores computed by the server; paper rows are "
+             "reported by the papers, not verified.", "", "| board | task | split | primary | submissions | status |",
+             "|---|---|---|---|---:|---|"]
+    for summary in boards:
+        board = get_board(server, summary["name"])
+        write(f"{board['name']}.html", render(pages, "board.html", server=server, static=True, board=board))
+        write(f"{board['name']}.md", board_markdown(board, server))
+        status = "open" if board["status"] == "open" else f"closed: {_md(board['reason'])}"
+        index.append(f"| [{_md(board['title'])}]({board['name']}.md) | {board['task']} | {_md(board['split'])} | "
+                     f"{board['metric']['primary']} | {board['submissions']} | {status} |")
+    write("index.html", render(pages, "index.html", server=server, static=True, boards=boards))
+    write("README.md", "\n".join(index) + "\n")
+    return written
+
+
+def board_markdown(board: dict, server: str) -> str:
+    columns = board["columns"]
+    lines = [f"# {_md(board['title'])}", "",
+             f"{board['dataset']} {board['split']}{', ' + board['pair'] if board.get('pair') else ''}; ranked by "
+             f"**{board['metric']['primary']}**; {board['metric']['name']} {board['metric']['version']}, signature "
+             f"`{board['metric']['signature']}`.", "",
+             "| rank | model | " + " | ".join(columns) + " | by | submitted |",
+             "|---|---|" + "---:|" * len(columns) + "---|---|"]
+    for row in board["rows"]:
+        scores = " | ".join("–" if row["scores"].get(c) is None else f"{row['scores'][c]:.2f}" for c in columns)
+        if row["kind"] == "paper":
+            source = _md(row["source"])
+            lines.append(f"| paper | {_md(row['model'])} (reported, not verified; {source}) | {scores} | | |")
+        else:
+            link = f"{server}/submissions/{row['id']}"
+            lines.append(f"| {row['rank']} | [{_md(row['model'])}]({link}) | {scores} | {_md(row['user'])} | "
+                         f"{row['submitted']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str | None) -> str:
+    """User text inside a Markdown table: HTML-escaped (Markdown renders raw HTML) and without cell breaks."""
+    text = html.escape(str(text or ""))
+    for char in "\\|[]`*_":
+        text = text.replace(char, "\\" + char)
+    return " ".join(text.split())
