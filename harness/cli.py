@@ -121,7 +121,12 @@ def _cmd_leaderboard(args) -> None:
 
         settings = Settings(database_url=args.db, boards_dir=args.boards, references_root=_references(args),
                             daily_limit=args.daily_limit, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        if args.workers == 1:
+            uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        else:  # worker processes build the app from the settings in the environment
+            settings.to_env()
+            uvicorn.run("leaderboards.app:app_from_env", factory=True, workers=args.workers, host=args.host,
+                        port=args.port, log_level="info")
         return
     if args.action == "export":
         from leaderboards.client import export
@@ -194,6 +199,8 @@ def _leaderboard_parser(sub) -> None:
     a.add_argument("--references", type=Path, help=refs_help)
     a.add_argument("--daily-limit", type=int, default=50, help="submissions per user per 24 hours (default: 50)")
     a.add_argument("--max-upload-mb", type=float, default=8.0, help="largest request body (default: 8 MB)")
+    a.add_argument("--workers", type=int, default=1,
+                   help="server processes; scoring is CPU-bound, so up to one per core (default: 1)")
     a = actions.add_parser("boards", help="list the boards and whether they are open here")
     a.add_argument("--boards", type=Path)
     a.add_argument("--references", type=Path, help=refs_help)

@@ -12,8 +12,10 @@ Routes (nothing else is served; reference files in particular never are):
 """
 
 
+import dataclasses
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,24 @@ class Settings:
     references_root: Path | None = None  # default: $ATTNREPRO_DATA
     daily_limit: int = 50  # submissions per user per 24 hours, unless the user has their own limit
     max_upload_bytes: int = 8 * 1024 * 1024
+
+    ENV = "ATTNREPRO_LEADERBOARD_SETTINGS"
+
+    def to_env(self) -> None:
+        os.environ[self.ENV] = json.dumps({k: None if v is None else str(v) if isinstance(v, Path) else v
+                                           for k, v in dataclasses.asdict(self).items()})
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        values = json.loads(os.environ.get(cls.ENV, "{}"))
+        for key in ("boards_dir", "references_root"):
+            values[key] = Path(values[key]) if values.get(key) else None
+        return cls(**values)
+
+
+def app_from_env() -> FastAPI:
+    """The app of one of several uvicorn worker processes (`attnrepro leaderboard serve --workers N`)."""
+    return create_app(Settings.from_env())
 
 
 # -- request bodies ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from reproductions.common.errors import AttnreproError
@@ -130,7 +131,14 @@ def make_engine(url: str | None = None) -> Engine:
 
 
 def init_db(engine: Engine) -> sessionmaker[Session]:
-    Base.metadata.create_all(engine)
+    for attempt in range(5):  # server workers starting together may race to create the tables
+        try:
+            Base.metadata.create_all(engine)
+            break
+        except (OperationalError, ProgrammingError, IntegrityError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     return sessionmaker(engine, expire_on_commit=False)
 
 

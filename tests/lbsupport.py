@@ -91,10 +91,11 @@ def free_port() -> int:
 class Server:
     """`attnrepro leaderboard serve` in a subprocess, on a free port."""
 
-    def __init__(self, db_url: str, boards: Path, refs: Path, log: Path, daily_limit: int = 50):
+    def __init__(self, db_url: str, boards: Path, refs: Path, log: Path, daily_limit: int = 50, workers: int = 1,
+                 max_upload_mb: float = 1):
         self.args = [sys.executable, "-m", "harness.cli", "leaderboard", "serve", "--db", db_url, "--boards",
                      str(boards), "--references", str(refs), "--daily-limit", str(daily_limit),
-                     "--max-upload-mb", "1"]
+                     "--max-upload-mb", str(max_upload_mb), "--workers", str(workers)]
         self.db_url, self.log, self.proc = db_url, log, None
 
     def start(self) -> Server:

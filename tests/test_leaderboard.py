@@ -276,3 +276,30 @@ def test_hidden_references_cannot_be_fetched_by_any_route(server):
     assert seen >= 6  # the real pages answered, without the references
     board = httpx.get(f"{server.url}/api/boards/{BOARD}").json()
     assert board["hidden_references"] and board["references"][0]["path"] == "slice/refs.de"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_server_processes_share_one_database(backend, tmp_path, data_root):
+    """`serve --workers 2`: two processes, concurrent twins across them, still one row per key."""
+    boards, refs_root = slice_boards(tmp_path, data_root)
+    refs = slice_references(refs_root)
+    with database(backend, tmp_path) as url:
+        srv = Server(url, boards, refs_root, tmp_path / "server.log", workers=2).start()
+        try:
+            tokens = [add_user(url, f"w{u}") for u in range(4)]
+            jobs = [(tokens[i % 4], f"k{i}", i % 50 + 1) for i in range(40)]
+
+            def send(job):
+                token, key, k = job
+                with httpx.Client() as client:
+                    r = post(srv.url, BOARD, token, "\n".join(degraded(refs, k)).encode(), {"model": key}, key=key,
+                             client=client)
+                return r.status_code
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                statuses = list(pool.map(send, [job for job in jobs for _ in range(2)]))
+            assert sorted(set(statuses)) == [200, 201] and statuses.count(201) == 40
+            rows = httpx.get(f"{srv.url}/api/boards/{BOARD}").json()["rows"]
+            assert sorted(r["model"] for r in rows) == sorted(key for _, key, _ in jobs)
+        finally:
+            srv.stop()
