@@ -26,7 +26,7 @@ from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -80,31 +80,26 @@ def _http_url(url: str | None) -> str | None:
     return url
 
 
+ModelName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
+Link = Annotated[str, Field(max_length=500), AfterValidator(_http_url)]
+Notes = Annotated[str, Field(max_length=2000)]
+
+
 class Metadata(BaseModel):
     """What the client says about a run. Scores it claims are kept for display and never used."""
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, max_length=200)
+    model: ModelName
     reproduction: str | None = Field(default=None, max_length=64)
     preset: str | None = Field(default=None, max_length=64)
     config: dict[str, Any] | None = None
     commit: str | None = None
     dirty: bool | None = None
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    wandb_url: str | None = Field(default=None, max_length=500)
+    wandb_url: Link | None = None
     compute: dict[str, Any] | None = None
     claimed_scores: dict[str, float] | None = None
-    notes: str | None = Field(default=None, max_length=2000)
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v):
-        return _one_line(v)
-
-    @field_validator("wandb_url")
-    @classmethod
-    def _url(cls, v):
-        return _http_url(v)
+    notes: Notes | None = None
 
     @field_validator("reproduction", "preset")
     @classmethod
@@ -122,20 +117,12 @@ class Metadata(BaseModel):
 
 
 class Changes(BaseModel):
+    """What an owner may change after submitting (PATCH)."""
     model_config = ConfigDict(extra="forbid")
-    model: str | None = Field(default=None, min_length=1, max_length=200)
-    wandb_url: str | None = Field(default=None, max_length=500)
-    notes: str | None = Field(default=None, max_length=2000)
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v):
-        return _one_line(v)
-
-    @field_validator("wandb_url")
-    @classmethod
-    def _url(cls, v):
-        return _http_url(v)
+    model: ModelName | None = None
+    wandb_url: Link | None = None
+    notes: Notes | None = None
 
 
 # -- the app ------------------------------------------------------------------------------------------------
