@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import db
@@ -348,8 +348,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _count(session, board: str) -> int:
-    from sqlalchemy import func
-
     return session.scalar(select(func.count()).select_from(db.Submission).where(db.Submission.board == board))
 
 
