@@ -168,10 +168,9 @@ def _cmd_leaderboard(args) -> None:
 
 
 def _references(args) -> Path | None:
-    import os
+    from reproductions.common.data.sources import data_root
 
-    root = args.references or os.environ.get("ATTNREPRO_DATA")
-    return Path(root) if root else None
+    return args.references or data_root()
 
 
 def _leaderboard_parser(sub) -> None:

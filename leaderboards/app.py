@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import db
@@ -180,7 +180,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     pages = page_templates()
 
     app = FastAPI(title="attnrepro leaderboards", docs_url=None, redoc_url=None)
-    app.state.boards, app.state.sessions, app.state.settings = boards, sessions, settings
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
 
     @app.middleware("http")
@@ -228,7 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/boards")
     def api_boards():
         with sessions() as session:
-            return [{**b.public(), "submissions": _count(session, b.name)} for b in boards.values()]
+            return [{**b.public(), "submissions": db.count_on_board(session, b.name)} for b in boards.values()]
 
     @app.get("/api/boards/{name}")
     def api_board(name: str, sort: str | None = None, order: str | None = None):
@@ -245,8 +244,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def api_me(user: Annotated[db.User, Depends(current_user)]):
         with sessions() as session:
             made = db.submissions_since(session, user.id)
-        limit = user.daily_limit if user.daily_limit is not None else settings.daily_limit
-        return {"name": user.name, "admin": user.is_admin, "submissions_last_24h": made, "daily_limit": limit}
+        return {"name": user.name, "admin": user.is_admin, "submissions_last_24h": made,
+                "daily_limit": user.limit(settings.daily_limit)}
 
     @app.post("/api/boards/{name}/submissions", status_code=201)
     def submit(
@@ -345,10 +344,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 # -- views: one dict per page, served as JSON and rendered as HTML ------------------------------------------
-
-
-def _count(session, board: str) -> int:
-    return session.scalar(select(func.count()).select_from(db.Submission).where(db.Submission.board == board))
 
 
 def board_view(session, board: Board, sort: str | None, order: str | None) -> dict:

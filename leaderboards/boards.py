@@ -283,10 +283,9 @@ def open_board(board: Board, root: Path | None) -> Board:
         refs = _lines(texts[0])
         board._refs, board.segments = refs, len(refs)
     else:
-        captions: dict[str, list[str]] = {}
-        for line in _lines(texts[0]):
-            key, _, caption = line.partition("\t")
-            captions.setdefault(key.rsplit("#", 1)[0], []).append(caption)
+        from reproductions.common.data.captions import flickr8k_references
+
+        captions = flickr8k_references(_lines(texts[0]))
         ids = [i for i in _lines(texts[1]) if i.strip()]
         lacking = [i for i in ids if i not in captions]
         if lacking:

@@ -1,10 +1,10 @@
 """The leaderboard's client side: `attnrepro submit RUN_DIR --board NAME` and `attnrepro leaderboard export`.
 
-The server and token come from --server/--token, else $ATTNREPRO_LEADERBOARD_URL / $ATTNREPRO_TOKEN, else
+The server comes from --server, else $ATTNREPRO_LEADERBOARD_URL; the token from $ATTNREPRO_TOKEN; else
 `~/.config/attnrepro/leaderboard.yaml` ({server: URL, token: TOKEN}). A submission carries the run's outputs
 for the board's split and its provenance; the scores the run computed go along as claims the server ignores.
-Every submission of a run has the same Idempotency-Key, so a retry (ours, on a dropped connection, or the
-user's) is stored once.
+Every submission of the same outputs of a run has the same Idempotency-Key, so a retry (ours, on a dropped
+connection, or the user's) is stored once.
 """
 
 from __future__ import annotations
@@ -72,15 +72,12 @@ def get_board(server: str, name: str) -> dict:
 
 def run_submission(run_dir: Path, board: dict) -> tuple[bytes, dict]:
     """The outputs file and metadata of a run directory for `board`; errors say what to run first."""
+    from harness import rundir
+
     run_dir = Path(run_dir)
-    try:
-        provenance = json.loads((run_dir / "provenance.json").read_text())
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except FileNotFoundError as err:
-        raise AttnreproError(f"{run_dir} is not a run directory ({Path(err.filename).name} is missing)") from None
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise AttnreproError(f"{run_dir}: provenance.json or config.yaml is damaged ({err})") from None
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    config = rundir.read_run(run_dir)["config"]  # checks provenance.json and config.yaml, with clear errors
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    metrics = rundir.read_metrics(run_dir)
     data = config.get("data", {})
     if data.get("dataset") != board["dataset"] or (board.get("pair") and data.get("pair") != board["pair"]):
         raise AttnreproError(f"{run_dir} was trained on {data.get('dataset')} {data.get('pair') or ''}; board "

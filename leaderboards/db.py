@@ -54,7 +54,9 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(default=False)
     daily_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the server's default
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    tokens: Mapped[list[Token]] = relationship(back_populates="user")
+
+    def limit(self, default: int) -> int:
+        return default if self.daily_limit is None else self.daily_limit
 
 
 class Token(Base):
@@ -66,7 +68,6 @@ class Token(Base):
     label: Mapped[str | None] = mapped_column(String(100), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    user: Mapped[User] = relationship(back_populates="tokens")
 
 
 class Submission(Base):
@@ -253,7 +254,7 @@ def store_submission(factory: sessionmaker[Session], row: Submission, daily_limi
         existing = find_by_key(session, row.user_id, row.idempotency_key)
         if existing is not None:
             return existing, False
-        limit = user.daily_limit if user.daily_limit is not None else daily_limit
+        limit = user.limit(daily_limit)
         made = submissions_since(session, row.user_id)
         if made >= limit:
             raise LimitReached(f"user '{user.name}' has made {made} submissions in the last 24 hours, the limit is "
@@ -268,6 +269,10 @@ def store_submission(factory: sessionmaker[Session], row: Submission, daily_limi
                 raise
             return existing, False
         return row, True
+
+
+def count_on_board(session: Session, board: str) -> int:
+    return session.scalar(select(func.count()).select_from(Submission).where(Submission.board == board))
 
 
 def rank_of(session: Session, board: str, primary: float) -> int:

@@ -76,14 +76,21 @@ def _check_files(paths: list[Path], split: str) -> None:
         )
 
 
+def flickr8k_references(token_lines: list[str]) -> dict[str, list[str]]:
+    """Lines `<image>.jpg#<k>\t<caption>` of Flickr8k.token.txt -> each image's reference captions."""
+    refs: dict[str, list[str]] = {}
+    for line in token_lines:
+        if line.strip():
+            key, caption = line.split("\t", 1)
+            refs.setdefault(key.split("#")[0], []).append(caption.strip())
+    return refs
+
+
 def load_flickr8k(split: str, images_dir: str | None = None) -> CaptionSplit:
     if split not in FLICKR8K_SPLITS:
         raise DataError(f"Flickr8k has no split '{split}'; its splits are {', '.join(FLICKR8K_SPLITS)}")
     names = [n.strip() for n in read_lines(FLICKR8K_SPLITS[split]) if n.strip()]
-    refs: dict[str, list[str]] = {}
-    for line in read_lines(FLICKR8K_TOKENS):
-        key, caption = line.split("\t", 1)
-        refs.setdefault(key.split("#")[0], []).append(caption.strip())
+    refs = flickr8k_references(read_lines(FLICKR8K_TOKENS))
     folder = _image_dir(images_dir, FLICKR8K_IMAGES)
     paths = [folder / n for n in names]
     _check_files(paths, split)
