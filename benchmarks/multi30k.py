@@ -106,12 +106,16 @@ def bleu_by_length_series(runs: dict, pair: str) -> dict[str, list[dict]]:
 
 def summary_table(runs: dict) -> Table:
     table = Table(title="Multi30k benchmark (sacreBLEU, detokenised, beam search)")
-    for column in ("model", "split", "BLEU", "chrF", "train min", "steps", "tgt tok/s", "train FLOPs", "params"):
+    # tok BLEU / lc tok BLEU: the papers' and the Multi30k literature's conventions (reproductions/common/metrics.py)
+    for column in ("model", "split", "BLEU", "chrF", "tok BLEU", "lc tok BLEU", "train min", "steps", "tgt tok/s",
+                   "train FLOPs", "params"):
         table.add_column(column, justify="left" if column in ("model", "split") else "right")
     for name, r in runs.items():
         tr = r.get("training", {})
         for split, s in r.get("splits", {}).items():
-            table.add_row(name, split, f"{s['bleu']:.2f}", f"{s['chrf']:.2f}", f"{tr.get('wall_time_s', 0) / 60:.1f}",
+            table.add_row(name, split, f"{s['bleu']:.2f}", f"{s['chrf']:.2f}",
+                          *("—" if s.get(k) is None else f"{s[k]:.2f}" for k in ("tok_bleu", "lc_tok_bleu")),
+                          f"{tr.get('wall_time_s', 0) / 60:.1f}",
                           str(tr.get("steps", "")), f"{tr.get('target_tokens_per_s', 0):.0f}",
                           f"{tr['training_flops']:.2e}" if tr.get("training_flops") else "",
                           f"{tr.get('parameters', 0) / 1e6:.1f}M")

@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from . import rundir
+from reproductions.common import rundir
+
 from .train import train
 
 

@@ -9,19 +9,28 @@ from pathlib import Path
 
 
 def _cmd_list(args) -> None:
+    import json
+
     from rich.console import Console
-    from rich.table import Table
 
     from reproductions import registry
 
-    table = Table(title="attnrepro reproductions")
-    for column in ("name", "model", "paper", "task", "role", "baseline", "presets", "datasets"):
-        table.add_column(column)
-    for r in registry.REPRODUCTIONS.values():
-        name = r.name + (f" ({', '.join(r.aliases)})" if r.aliases else "")
-        table.add_row(name, r.title, f"{r.paper} (arXiv:{r.arxiv})", r.task, r.role, r.baseline or "-",
-                      ", ".join(r.presets()), ", ".join(r.datasets))
-    Console().print(table)
+    entries = [{"name": r.name, "aliases": list(r.aliases), "model": r.title, "paper": r.paper, "arxiv": r.arxiv,
+                "task": r.task, "role": r.role, "baseline": r.baseline, "presets": r.presets(),
+                "presets_from": r.presets_from, "datasets": list(r.datasets)} for r in registry.REPRODUCTIONS.values()]
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return
+    from .tables import Col, print_table
+
+    columns = [Col("name"), Col("model", "text", optional=True), Col("task", optional=True), Col("role", optional=True),
+               Col("baseline"), Col("presets", "text"),
+               Col("paper", "text", optional=True), Col("aliases", "text", optional=True),
+               Col("datasets", "text", optional=True)]
+    rows = [[e["name"], e["model"], e["task"], e["role"], e["baseline"] or "-", ", ".join(e["presets"]),
+             f"{e['paper']} (arXiv:{e['arxiv']})", ", ".join(e["aliases"]), ", ".join(e["datasets"])]
+            for e in entries]
+    print_table(Console(), "attnrepro reproductions", columns, rows)
 
 
 def _cmd_train(args) -> None:
@@ -78,7 +87,7 @@ def _cmd_sweep(args) -> None:
     from .sweep import sweep
 
     status = sweep(args.plan, executor=args.executor, dry_run=args.dry_run, slots=args.slots,
-                   slurm_settings_path=args.slurm_settings)
+                   slurm_settings_path=args.slurm_settings, runs_per_gpu=args.runs_per_gpu)
     failed = [label for label, s in status.items() if s["state"] == "failed"]
     if failed:
         raise AttnreproError(f"{len(failed)} of {len(status)} runs failed: {', '.join(failed)}")
@@ -96,7 +105,8 @@ def _cmd_reproduce(args) -> None:
     from .reproduce import reproduce
 
     reproduce(args.preset, out=args.out, seed=args.seed, wandb=args.wandb, only=args.only, overrides=args.set,
-              executor=args.executor, seeds=args.seeds, slots=args.slots, report=not args.no_report)
+              executor=args.executor, seeds=args.seeds, slots=args.slots, report=not args.no_report,
+              dry_run=args.dry_run, runs_per_gpu=args.runs_per_gpu)
 
 
 def _cmd_submit(args) -> None:
@@ -111,60 +121,46 @@ def _cmd_submit(args) -> None:
 
 
 def _cmd_leaderboard(args) -> None:
+    from leaderboards import admin
+
+    if args.action == "serve":
+        from leaderboards.app import Settings, serve
+
+        serve(Settings(database_url=args.db, boards_dir=args.boards, references_root=_references(args),
+                       daily_limit=args.daily_limit, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                       body_timeout_s=args.body_timeout, score_timeout_s=args.score_timeout,
+                       score_memory_mb=args.score_memory_mb),
+              host=args.host, port=args.port, workers=args.workers)
+    elif args.action == "export":
+        from leaderboards.client import export
+
+        print(f"wrote {len(export(args.out, server=args.server))} files to {args.out}")
+    elif args.action == "migrate":
+        print(admin.migrate(args.db))
+    elif args.action == "boards":
+        _print_table("leaderboard boards", admin.boards(args.boards, _references(args)))
+    elif args.action == "user" and args.what == "add":
+        print(admin.add_user(args.db, args.name, admin=args.admin, daily_limit=args.daily_limit))
+    elif args.action == "token" and args.what == "add":
+        print(admin.add_token(args.db, args.name, label=args.label))
+    elif args.action == "token" and args.what == "revoke":
+        print(admin.revoke_token(args.db, args.id))
+    elif args.action == "user":
+        _print_table("users", admin.users(args.db))
+    else:
+        _print_table("API tokens", admin.tokens(args.db, args.name))
+
+
+def _print_table(title: str, rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    if args.action == "serve":
-        import uvicorn
-
-        from leaderboards.app import Settings, create_app
-
-        settings = Settings(database_url=args.db, boards_dir=args.boards, references_root=_references(args),
-                            daily_limit=args.daily_limit, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-        if args.workers == 1:
-            uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
-        else:  # worker processes build the app from the settings in the environment
-            settings.to_env()
-            uvicorn.run("leaderboards.app:app_from_env", factory=True, workers=args.workers, host=args.host,
-                        port=args.port, log_level="info")
-        return
-    if args.action == "export":
-        from leaderboards.client import export
-
-        written = export(args.out, server=args.server)
-        print(f"wrote {len(written)} files to {args.out}")
-        return
-    if args.action == "boards":
-        from leaderboards.boards import load_boards
-
-        table = Table(title="leaderboard boards")
-        for column in ("board", "task", "split", "metric", "status"):
-            table.add_column(column, no_wrap=column == "board")
-        for b in load_boards(args.boards, _references(args)).values():
-            metric = f"{b.metric.name} {b.metric.version}"
-            table.add_row(b.name, b.task, f"{b.dataset} {b.split} {b.pair or ''}", metric,
-                          "open" if b.is_open else f"closed: {b.reason}")
-        Console().print(table)
-        return
-    from leaderboards import db
-
-    sessions = db.init_db(db.make_engine(args.db))
-    if args.action == "user" and args.what == "add":
-        token = db.create_user(sessions, args.name, admin=args.admin, daily_limit=args.daily_limit)
-        print(f"user {args.name} added; API token (shown once, store it now):\n{token}")
-    elif args.action == "token" and args.what == "add":
-        print(db.create_token(sessions, args.name, label=args.label))
-    elif args.action == "token" and args.what == "revoke":
-        token = db.revoke_token(sessions, args.id)
-        print(f"token {token.id} ({token.hint}...) revoked")
-    else:
-        rows = db.list_users(sessions) if args.action == "user" else db.list_tokens(sessions, args.name)
-        table = Table(title="users" if args.action == "user" else "API tokens")
-        for column in rows[0] if rows else ("none",):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row.values()))
-        Console().print(table)
+    table = Table(title=title)
+    for column in rows[0] if rows else ("none",):
+        table.add_column(column, no_wrap=column == "board")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    Console().print(table)
 
 
 def _references(args) -> Path | None:
@@ -200,6 +196,14 @@ def _leaderboard_parser(sub) -> None:
     a.add_argument("--max-upload-mb", type=float, default=8.0, help="largest request body (default: 8 MB)")
     a.add_argument("--workers", type=int, default=1,
                    help="server processes; scoring is CPU-bound, so up to one per core (default: 1)")
+    a.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a request body may stall before the server answers 408 (default: 30)")
+    a.add_argument("--score-timeout", type=float, default=300.0,
+                   help="seconds the metric code may take on one submission (default: 300)")
+    a.add_argument("--score-memory-mb", type=int, default=3072,
+                   help="memory the metric code (with Java) may use on one submission (default: 3072 MB)")
+    a = actions.add_parser("migrate", help="upgrade the database's schema in place to this release's (Alembic)")
+    a.add_argument("--db", help=db_help)
     a = actions.add_parser("boards", help="list the boards and whether they are open here")
     a.add_argument("--boards", type=Path)
     a.add_argument("--references", type=Path, help=refs_help)
@@ -232,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="the registered reproductions, their baselines, presets and datasets")
+    p.add_argument("--json", action="store_true", help="print the registry as JSON (for scripts)")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("train", help="fit a reproduction, then score the test splits present")
@@ -281,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local",
                    help="local: this machine's GPUs (or --slots CPU processes); slurm: sbatch jobs; debug: in-process")
     p.add_argument("--slots", type=int, help="runs at once on a machine without GPUs (default: 1)")
+    p.add_argument("--runs-per-gpu", type=int, default=1, metavar="N",
+                   help="local executor: pack up to N small runs onto each GPU at once (default: 1)")
     p.add_argument("--slurm-settings", type=Path, metavar="FILE",
                    help="partition, account, time... (default: $ATTNREPRO_SLURM_SETTINGS, else "
                         "~/.config/attnrepro/slurm.yaml)")
@@ -300,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="seeds per model, from --seed on (CIs need 2 or more)")
     p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     p.add_argument("--slots", type=int, help="runs at once without GPUs (default: 1)")
+    p.add_argument("--runs-per-gpu", type=int, default=1, metavar="N",
+                   help="local executor: pack up to N small runs onto each GPU at once (the gpu preset: 5)")
     p.add_argument("--no-report", action="store_true", help="skip the Markdown/HTML report")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print each paper model and the baseline preset it is paired with (same data); run nothing")
     p.add_argument("--only", action="append", help="only this paper (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"])

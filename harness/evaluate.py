@@ -1,20 +1,17 @@
-"""`attnrepro evaluate`: decode any split with a trained model and score it (sacreBLEU; captions: pycocoevalcap)."""
+"""`attnrepro evaluate`: decode any split with a trained model and score it with its task's metrics
+(sacreBLEU for translation, pycocoevalcap for captions)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from reproductions.common.checkpoint import CheckpointError, load_model
-from reproductions.common.data.translation import checksums, load_split, split_available
-from reproductions.common.decoding import translate_texts
-from reproductions.common.io import atomic_write_text
-from reproductions.common.metrics import bleu_by_length, corpus_scores
+from reproductions import tasks
+from reproductions.common import rundir
+from reproductions.common.checkpoint import CheckpointError
 
-from . import rundir
+from .tables import Col, print_table
 
 
 def locate(target: Path | str) -> tuple[Path | None, Path]:
@@ -45,56 +42,34 @@ def evaluate(
 ) -> dict:
     import torch
 
+    from reproductions.loading import load_model
+
     run_dir, ckpt = locate(target) if checkpoint is None else (Path(target), checkpoint)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(ckpt, device)
-    if loaded.task == "captioning":
-        from .caption import evaluate_captions
-
-        return evaluate_captions(loaded, run_dir, splits, beam, device, logger=logger, console=console)
-    cfg = loaded.cfg
-    decode = dataclasses.replace(cfg.decode, beam=beam) if beam else cfg.decode
-    data = cfg.data
-    if splits:
-        wanted, skipped = list(splits), {}
-    else:  # the configured test splits that this machine has
-        wanted = [s for s in data.test_splits if split_available(data.dataset, data.pair, s)]
-        skipped = {s: "not under the data root" for s in data.test_splits if s not in wanted}
-    results = {}
-    for split in wanted:
-        pairs = load_split(data.dataset, data.pair, split, data.eval_limit)
-        srcs, refs = list(pairs["src"]), list(pairs["tgt"])
-        hyps, _ = translate_texts(loaded.model, loaded.src_vocab, loaded.tgt_vocab, srcs, decode, device,
-                                  desc=f"{split} (beam {decode.beam})")
-        scores = corpus_scores(hyps, refs)
-        scores.update({
-            "beam": decode.beam,
-            "length_penalty": decode.length_penalty,
-            "checkpoint": ckpt.name,
-            "bleu_by_length": bleu_by_length(srcs, hyps, refs, decode.length_buckets),
-            "data_checksums": checksums(data.dataset, data.pair, [split]),
-        })
-        results[split] = scores
-        if run_dir is not None:
-            atomic_write_text(run_dir / "hyps" / f"{split}.txt", "\n".join(hyps) + "\n")
-        if logger is not None:
-            logger.log_metrics({f"test/{split}/bleu": scores["bleu"], f"test/{split}/chrf": scores["chrf"]})
+    task = tasks.get(loaded.task)
+    results, skipped = task.evaluate(loaded, run_dir, splits, beam, device, logger=logger)
     if run_dir is not None:
         rundir.update_metrics(run_dir, "splits", results)
         if skipped:
             rundir.update_metrics(run_dir, "skipped_splits", skipped)
-    _print(results, skipped, loaded.reproduction, console or Console())
+    print_scores(task, results, skipped, loaded.reproduction, console or Console())
     return results
 
 
-def _print(results: dict, skipped: dict, name: str, console: Console) -> None:
-    table = Table(title=f"{name}: sacreBLEU")
-    for column in ("split", "sentences", "BLEU", "chrF", "beam"):
-        table.add_column(column, justify="right" if column != "split" else "left")
-    for split, s in results.items():
-        table.add_row(split, str(s["sentences"]), f"{s['bleu']:.2f}", f"{s['chrf']:.2f}", str(s["beam"]))
-    console.print(table)
+def print_scores(task, results: dict, skipped: dict, name: str, console: Console) -> None:
+    """One row per split with the task's metric columns; in a narrow terminal the columns other than the
+    headline metric are dropped rather than cut."""
+    columns = [Col("split"), Col(task.segment, "number", optional=True)]
+    columns += [Col(c.label, "number", optional=c.key != task.headline) for c in task.columns]
+    columns.append(Col("beam", "number", optional=True))
+    rows = [[split, str(s[task.segment]), *(f"{s[c.key]:.2f}" for c in task.columns), str(s["beam"])]
+            for split, s in results.items()]
+    print_table(console, f"{name}: {task.metric_title}", columns, rows)
     if results:
-        console.print(f"signature: {next(iter(results.values()))['bleu_signature']}")
+        first = next(iter(results.values()))
+        for key in ("bleu_signature", "spice_unavailable"):
+            if key in first:
+                console.print(f"[dim]{key.replace('_', ' ')}: {first[key]}[/dim]")
     for split, why in skipped.items():
         console.print(f"[dim]skipped {split}: {why}[/dim]")

@@ -6,7 +6,10 @@ the setting is paper scale (`reproductions/NAME/paper_results.yaml`, with its so
 mean, standard deviation and 95% confidence interval over seeds (Student's t), the fixed-vector baseline
 under the same setting, the attention delta with a paired bootstrap test on the test set (sacreBLEU's
 for BLEU; per-image CIDEr-D for captions), and a verdict per paper cell: reproduced (within the
-tolerance of the paper's file), within tolerance, or not reproduced. Figures: BLEU by source length for
+tolerance of the paper's file), within tolerance, or not reproduced. A paper cell is compared only with runs
+of its model, preset, dataset, language pair and split, scored with its convention (sacreBLEU, tokenised BLEU,
+Multi30k's lowercased tokenised BLEU, caption BLEU without brevity penalty: `paper_results.CONVENTIONS`); a
+number of another convention is shown beside ours with "n/a" and the reason. Figures: BLEU by source length for
 all translation models, attention maps of each paper, learning curves over wall-clock time, and the cost
 of every run.
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from reproductions import registry
+from reproductions import paper_results, registry, tasks
 from reproductions.common.errors import AttnreproError
 from reproductions.common.io import atomic_write_json, atomic_write_text
 
@@ -31,9 +34,24 @@ from reproductions.common.io import atomic_write_json, atomic_write_text
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
         2.045, 2.042]
-HEADLINE = {"translation": ("bleu", "BLEU"), "captioning": ("cider_d", "CIDEr-D")}
-SHOWN = {"translation": [("bleu", "BLEU"), ("chrf", "chrF")],
-         "captioning": [("bleu4", "BLEU-4"), ("meteor", "METEOR"), ("cider_d", "CIDEr-D"), ("bleu1", "BLEU-1")]}
+# Beside each task's own columns (reproductions.tasks), the metrics of the papers' conventions.
+PAPER_COLUMNS = {
+    "translation": [("tok_bleu", "tok BLEU (papers')"), ("tok_bleu_no_unk", "tok BLEU, No UNK"),
+                    ("lc_tok_bleu", "lc tok BLEU (Multi30k)")],
+    "captioning": [(f"bleu{n}_nobp", f"BLEU-{n} no BP (papers')") for n in range(1, 5)],
+}
+# the paper numbers of another convention shown on a row of ours (never compared), so both numbers stand side
+# by side; the No-UNK column has its own row
+COUNTERPARTS = {k: tuple(m for m in v if m != "tok_bleu_no_unk") for k, v in paper_results.COUNTERPARTS.items()}
+
+
+def shown(task: str) -> list[tuple[str, str]]:
+    """(metric key, label) of the report's rows: the task's columns, then the papers' conventions."""
+    return [(c.key, c.label) for c in tasks.get(task).columns] + PAPER_COLUMNS.get(task, [])
+
+
+def headline(task: str) -> str:
+    return tasks.get(task).headline
 
 
 @dataclass
@@ -45,6 +63,8 @@ class Run:
     setting: str  # data tag: language pair or caption dataset
     metrics: dict
     task: str
+    dataset: str = ""  # what the paper cells are matched on, with pair (paper_results.run_data)
+    pair: str | None = None
 
     @property
     def splits(self) -> dict:
@@ -70,7 +90,9 @@ def find_runs(targets: list[Path]) -> list[Run]:
         config = yaml.safe_load((path / "config.yaml").read_text())
         repro = registry.get(provenance["reproduction"])
         setting = config["data"].get("pair") or config["data"].get("dataset", "")
-        runs.append(Run(path, repro.name, provenance["preset"], provenance["seed"], setting, metrics, repro.task))
+        dataset, pair = paper_results.run_data(config["data"])
+        runs.append(Run(path, repro.name, provenance["preset"], provenance["seed"], setting, metrics, repro.task,
+                        dataset, pair))
     if not runs:
         raise AttnreproError("no finished runs (with scored test splits) under " + ", ".join(map(str, targets)))
     return runs
@@ -89,72 +111,62 @@ def summary(values: list[float]) -> dict:
             "ci95": None if half is None else [round(mean - half, 2), round(mean + half, 2)], "values": values}
 
 
-def paper_cells() -> dict[str, list[dict]]:
-    """model -> its cells from every paper_results.yaml."""
-    cells: dict[str, list[dict]] = {}
-    for folder in sorted({r.folder for r in registry.REPRODUCTIONS.values()}):
-        path = folder / "paper_results.yaml"
-        if path.is_file():
-            data = yaml.safe_load(path.read_text())
-            for cell in data.get("cells") or []:
-                cells.setdefault(cell["model"], []).append(
-                    {**cell, "source": data["source"], "tolerance": data["tolerance"]})
-    return cells
+def paper_cells() -> list[tuple[paper_results.PaperCell, paper_results.Tolerance]]:
+    """Every cell of every reproduction's paper_results.yaml, with its file's tolerance."""
+    return paper_results.all_cells()
 
 
-def verdict(ours: float, paper: float, tolerance: dict) -> str:
+def verdict(ours: float, paper: float, tolerance) -> str:
+    tolerance = tolerance if isinstance(tolerance, dict) else vars(tolerance)
     gap = abs(ours - paper)
     if gap <= tolerance["reproduced"]:
         return "reproduced"
     return "within tolerance" if gap <= tolerance["within"] else "not reproduced"
 
 
+def _where(dataset: str, pair: str | None, split: str) -> str:
+    return " ".join(x for x in (dataset, pair, split) if x)
+
+
+def _shown_cell(cell) -> dict:
+    return {"value": cell.value, "source": cell.source, "label": cell.label, "metric": cell.metric,
+            "convention": cell.convention, "column": cell.column, "preset": cell.preset}
+
+
+def judge(cells, name: str, preset: str, dataset: str, pair: str | None, split: str, metric: str,
+          ours: float) -> dict:
+    """The paper number for one row of ours, and the verdict: a comparison only with a cell of the same model,
+    preset, dataset, pair, split and convention; otherwise "n/a" and why (with the paper's number shown when it
+    is of another convention or preset, so that both stand side by side)."""
+    convention = paper_results.CONVENTIONS.get(metric)
+    mine = [(c, t) for c, t in cells if c.model == name]
+    here = [(c, t) for c, t in mine if (c.dataset, c.pair or None, c.split) == (dataset, pair or None, split)]
+    same = [(c, t) for c, t in here if c.metric == metric]
+    for cell, tolerance in same:
+        if cell.preset == preset:
+            return {"paper": _shown_cell(cell), "verdict": verdict(ours, cell.value, tolerance)}
+    if same:
+        cell = next((c for c, _ in same if c.preset == "paper"), same[0][0])
+        why = (f"the paper's {cell.label} is trained by preset {cell.preset}, this run by {preset}" if cell.preset
+               else f"{cell.label} is a published reference point that no preset trains")
+        return {"paper": _shown_cell(cell), "verdict": f"n/a ({why})"}
+    other = [c for c, _ in here if c.metric in COUNTERPARTS.get(metric, ()) and c.preset in (preset, None)]
+    if other:
+        cell = next((c for c in other if c.preset == preset), other[0])
+        return {"paper": _shown_cell(cell),
+                "verdict": f"n/a (the paper's number is {cell.convention}, ours here is {convention}: "
+                           f"compared on the {cell.metric} row)"}
+    elsewhere = sorted({_where(c.dataset, c.pair, c.split) for c, _ in mine if c.metric == metric})
+    if elsewhere and preset.startswith("paper"):
+        return {"verdict": f"n/a (the paper reports {metric} on {', '.join(elsewhere)}, not on "
+                           f"{_where(dataset, pair, split)})"}
+    return {"verdict": "n/a (no paper number for this setting)" if preset.startswith("paper")
+            else f"n/a ({preset} is not paper scale)"}
+
+
 def paired_test(task: str, split: str, paper_run: Run, base_run: Run) -> dict | None:
     """p-value that the paper model is not better than the baseline on `split` (same seed, same data)."""
-    if task == "translation":
-        hyp_a, hyp_b = (r.path / "hyps" / f"{split}.txt" for r in (paper_run, base_run))
-        if not (hyp_a.is_file() and hyp_b.is_file()):
-            return None
-        from sacrebleu.metrics import BLEU
-        from sacrebleu.significance import PairedTest
-
-        from reproductions.common.data.translation import load_split
-
-        config = yaml.safe_load((paper_run.path / "config.yaml").read_text())["data"]
-        refs = list(load_split(config["dataset"], config["pair"], split, config.get("eval_limit"))["tgt"])
-        systems = [("baseline", hyp_b.read_text(encoding="utf-8").splitlines()),
-                   ("paper", hyp_a.read_text(encoding="utf-8").splitlines())]
-        if any(len(h) != len(refs) for _, h in systems):
-            return None
-        _, scores = PairedTest(systems, {"BLEU": BLEU()}, [refs], test_type="bs", n_samples=1000)()
-        return {"test": "sacreBLEU paired bootstrap (1000 resamples)", "p_value": scores["BLEU"][1].p_value}
-    return _caption_bootstrap(split, paper_run, base_run)
-
-
-def _caption_bootstrap(split: str, paper_run: Run, base_run: Run) -> dict | None:
-    import numpy as np
-
-    from reproductions.common.caption_metrics import per_image_cider
-    from reproductions.common.captioner import CaptionDataConfig
-    from reproductions.common.config import from_dict
-    from reproductions.common.data.captions import load_captions
-
-    files = [r.path / "hyps" / f"{split}.json" for r in (paper_run, base_run)]
-    if not all(f.is_file() for f in files):
-        return None
-    cfg = from_dict(CaptionDataConfig, yaml.safe_load((paper_run.path / "config.yaml").read_text())["data"],
-                    str(paper_run.path / "config.yaml"))
-    data = load_captions(cfg, split)
-    refs = dict(zip(data.images, data.captions))
-    hyps = [{h["image"]: h["caption"] for h in json.loads(f.read_text())} for f in files]
-    images = [im for im in hyps[0] if im in hyps[1] and im in refs]
-    a = per_image_cider([hyps[0][i] for i in images], [refs[i] for i in images])
-    b = per_image_cider([hyps[1][i] for i in images], [refs[i] for i in images])
-    rng = np.random.default_rng(12345)
-    idx = rng.integers(0, len(images), size=(1000, len(images)))
-    wins = ((a[idx].mean(1) - b[idx].mean(1)) > 0).sum()
-    return {"test": "paired bootstrap over images, per-image CIDEr-D (1000 resamples)",
-            "p_value": round(float((1000 - wins + 1) / 1001), 4)}
+    return tasks.get(task).paired_test(split, paper_run.path, base_run.path)
 
 
 def build_report(targets: list[Path], out: Path, with_tests: bool = True) -> dict:
@@ -162,33 +174,38 @@ def build_report(targets: list[Path], out: Path, with_tests: bool = True) -> dic
     cells = paper_cells()
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        groups.setdefault((run.name, run.preset, run.setting), []).append(run)
+        groups.setdefault((run.name, run.preset, run.dataset, run.pair or "", run.setting), []).append(run)
     sections = []
     for paper in registry.papers():
-        for (name, preset, setting), paper_runs in sorted(groups.items()):
+        for (name, preset, dataset, pair, setting), paper_runs in sorted(groups.items()):
             if name != paper.name:
                 continue
-            base_runs = groups.get((paper.baseline, preset, setting), [])
+            base_preset = preset
+            if (paper.baseline, preset, dataset, pair, setting) not in groups and preset.startswith("paper"):
+                # at paper scale the baseline may train under another paper preset of the same data (as
+                # `reproduce` pairs them: cho2014's En-De preset for the En-De Transformer)
+                base_preset = next((k[1] for k in sorted(groups) if k[0] == paper.baseline and k[1].startswith(
+                    "paper") and k[2:] == (dataset, pair, setting)), preset)
+            base_runs = groups.get((paper.baseline, base_preset, dataset, pair, setting), [])
             task = paper.task
             rows = []
             for split in sorted({s for r in paper_runs for s in r.splits}):
-                for metric, label in SHOWN[task]:
+                for metric, label in shown(task):
                     ours = [r.splits[split][metric] for r in paper_runs if metric in r.splits.get(split, {})]
                     base = [r.splits[split][metric] for r in base_runs if metric in r.splits.get(split, {})]
                     if not ours:
                         continue
                     row = {"split": split, "metric": label, "ours": summary(ours),
                            "baseline": summary(base) if base else None}
+                    row["key"] = metric
                     if base:
                         row["delta"] = round(row["ours"]["mean"] - row["baseline"]["mean"], 2)
-                    for cell in cells.get(name, []):
-                        if (cell["preset"], cell["split"], cell["metric"]) == (preset, split, metric):
-                            row["paper"] = {"value": cell["value"], "source": cell["source"], "label": cell["label"]}
-                            row["verdict"] = verdict(row["ours"]["mean"], cell["value"], cell["tolerance"])
-                    if "paper" not in row:
-                        row["verdict"] = "n/a (no paper number for this setting)" if preset.startswith("paper") \
-                            else f"n/a ({preset} is not paper scale)"
-                    if with_tests and base and metric == HEADLINE[task][0]:
+                        baseline_cell = judge(cells, paper.baseline, base_preset, dataset, pair or None, split,
+                                              metric, row["baseline"]["mean"])
+                        if "paper" in baseline_cell:  # e.g. Table 1's RNNencdec rows beside cho2014's runs
+                            row["baseline_paper"] = {**baseline_cell["paper"], "verdict": baseline_cell["verdict"]}
+                    row.update(judge(cells, name, preset, dataset, pair or None, split, metric, row["ours"]["mean"]))
+                    if with_tests and base and metric == headline(task):
                         seeds = sorted({r.seed for r in paper_runs} & {r.seed for r in base_runs})
                         tests = [paired_test(task, split, next(r for r in paper_runs if r.seed == s),
                                              next(r for r in base_runs if r.seed == s)) for s in seeds]
@@ -200,9 +217,14 @@ def build_report(targets: list[Path], out: Path, with_tests: bool = True) -> dic
             seeds = [r.seed for r in paper_runs]
             note = ("the same seed appears more than once: runs of different configs may be mixed"
                     if len(set(seeds)) < len(seeds) else None)
+            conventions = sorted({paper_results.CONVENTIONS[r["key"]] for r in rows}
+                                 | {r["paper"]["convention"] for r in rows if "paper" in r})
             sections.append({"note": note, "paper": name, "title": paper.title,
                              "citation": f"{paper.paper} (arXiv:{paper.arxiv})",
-                             "baseline": paper.baseline, "preset": preset, "setting": setting, "task": task,
+                             "conventions": {c: paper_results.WHY[c] for c in conventions},
+                             "dataset": dataset, "pair": pair or None,
+                             "baseline": paper.baseline, "baseline_preset": base_preset, "preset": preset,
+                             "setting": setting, "task": task,
                              "seeds": sorted(r.seed for r in paper_runs), "rows": rows})
     figures = write_figures(runs, out)
     report = {"sections": sections, "figures": {k: [str(p.relative_to(out)) for p in v] for k, v in figures.items()},
@@ -223,9 +245,8 @@ def write_figures(runs: list[Run], out: Path) -> dict[str, list[Path]]:
     first = {}  # one run per (model, preset, setting): the lowest seed
     for run in sorted(runs, key=lambda r: r.seed):
         first.setdefault((run.name, run.preset, run.setting), run)
-    translation = [r for r in first.values() if r.task == "translation"]
     by_split: dict[str, dict] = {}
-    for run in translation:
+    for run in first.values():  # the runs whose task scores by source length
         for split, scores in run.splits.items():
             if scores.get("bleu_by_length"):
                 by_split.setdefault(split, {})[f"{run.name} ({run.preset}, {run.setting})"] = scores["bleu_by_length"]
@@ -261,15 +282,36 @@ def _fmt(s: dict | None) -> str:
     return text + f" (n={s['n']})"
 
 
+def _paper_text(cell: dict | None, key: str) -> str:
+    """The paper's number; its convention and column named when they are not the row's own."""
+    if not cell:
+        return "—"
+    notes = [cell["convention"]] if cell["convention"] != paper_results.CONVENTIONS.get(key) else []
+    notes += [cell["column"]] if cell.get("column") else []
+    return f"{cell['value']:g}" + (f" ({', '.join(notes)})" if notes else "")
+
+
 def _table_rows(section: dict) -> list[list[str]]:
     rows = []
     for r in section["rows"]:
         sig = r.get("significance")
-        rows.append([r["split"], r["metric"], f"{r['paper']['value']:g}" if "paper" in r else "—", _fmt(r["ours"]),
-                     _fmt(r["baseline"]), f"{r['delta']:+.2f}" if "delta" in r else "—",
+        base = _fmt(r["baseline"])
+        if r.get("baseline_paper"):
+            base += f"; paper {_paper_text(r['baseline_paper'], r['key'])}: {r['baseline_paper']['verdict']}"
+        rows.append([r["split"], r["metric"], _paper_text(r.get("paper"), r["key"]), _fmt(r["ours"]),
+                     base, f"{r['delta']:+.2f}" if "delta" in r else "—",
                      f"{sig['max_p_value']:.3f} ({sig['seeds']} seed{'s' * (sig['seeds'] > 1)})" if sig else "—",
                      r["verdict"]])
     return rows
+
+
+def _convention_lines(section: dict) -> list[str]:
+    """One sentence per scoring convention in the section: why the numbers of two rows differ."""
+    conventions = section.get("conventions") or {}
+    if len(conventions) < 2:
+        return []
+    return ["Scores of different conventions are never compared: " + "; ".join(
+        f"**{name}**: {why}" for name, why in conventions.items()) + "."]
 
 
 HEADER = ["split", "metric", "paper", "ours: mean ± std [95% CI]", "baseline (same setting)", "Δ attention",
@@ -281,12 +323,15 @@ def to_markdown(report: dict) -> str:
     for s in report["sections"]:
         lines += [f"## {s['title']} ({s['paper']}) vs {registry.get(s['baseline']).title} ({s['baseline']})", "",
                   f"{s['citation']}; preset `{s['preset']}`, {s['setting']}, seeds {s['seeds']}."
+                  + (f" Baseline preset `{s['baseline_preset']}` (same data)."
+                     if s.get("baseline_preset", s["preset"]) != s["preset"] else "")
                   + (f" Note: {s['note']}." if s.get("note") else ""), "",
                   "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
         lines += ["| " + " | ".join(row) + " |" for row in _table_rows(s)]
         sources = sorted({r["paper"]["source"] for r in s["rows"] if "paper" in r})
         if sources:
             lines += ["", "Paper numbers: " + "; ".join(sources) + "."]
+        lines += ["", *_convention_lines(s)]
         lines.append("")
     for kind, paths in report["figures"].items():
         lines += [f"## Figures: {kind.replace('_', ' ')}", ""] + [f"![{kind}]({p})" for p in paths] + [""]
@@ -313,6 +358,7 @@ def to_html(report: dict) -> str:
         for row in _table_rows(s):
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
         parts.append("</table>")
+        parts += [f"<p>{html.escape(line.replace('**', ''))}</p>" for line in _convention_lines(s)]
     for kind, paths in report["figures"].items():
         parts.append(f"<h2>{html.escape(kind.replace('_', ' '))}</h2>")
         parts += [f"<img src='{html.escape(p)}' alt='{html.escape(kind)}'>" for p in paths]

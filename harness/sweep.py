@@ -25,30 +25,29 @@ one resumed, a failed one retried up to `retries` times; one failure never stops
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from reproductions import registry
+from reproductions import registry, tasks
+from reproductions.common import rundir
+from reproductions.common.config import ConfigError, load_yaml
 from reproductions.common.errors import AttnreproError
 from reproductions.common.io import atomic_write_json
 
-from . import rundir
-
-PLAN_KEYS = {"name", "out", "retries", "runs"}
-GROUP_KEYS = {"reproductions", "presets", "seeds", "pairs", "overrides", "devices", "nodes", "env"}
 SLURM_SETTINGS = Path("~/.config/attnrepro/slurm.yaml")
-SLURM_KEYS = {"partition", "account", "qos", "constraint", "time_min", "cpus_per_task", "mem_gb", "setup",
-              "additional"}
 
 
 class PlanError(AttnreproError):
@@ -80,12 +79,48 @@ class Plan:
     runs: list[RunSpec]
 
 
-def _as_list(value, key: str, where: str) -> list:
-    if isinstance(value, list):
-        return value
-    if value is None:
-        raise PlanError(f"{where}: '{key}' is empty; give a value or a list")
-    return [value]
+@dataclass
+class PlanGroup:
+    """One `runs:` entry of a plan: every combination of its lists is a run."""
+
+    # Each of these takes a list or one value.
+    reproductions: list[str] | str
+    presets: list[str] | str = field(default_factory=lambda: ["quick"])
+    seeds: list[int] | int = field(default_factory=lambda: [1])
+    pairs: list[str] | str = field(default_factory=list)  # translation only; captioning runs ignore it
+    overrides: list[str] | str = field(default_factory=list)
+    devices: int = 1  # GPUs per run (CPU: 1 process)
+    nodes: int = 1  # SLURM: multi-node DDP through Lightning's SLURM environment
+    env: dict[str, Any] = field(default_factory=dict)  # extra environment variables for the run's process
+
+
+@dataclass
+class PlanFile:
+    runs: list[PlanGroup]
+    name: str | None = None  # default: the file's name
+    out: str | None = None  # default: runs/sweeps/NAME
+    retries: int = 1  # extra attempts for a failed run
+
+
+@dataclass
+class SlurmSettings:
+    """~/.config/attnrepro/slurm.yaml (or --slurm-settings FILE)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    time_min: int | None = None  # the job's time limit (default: 24 hours)
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    setup: list[str] | None = None  # shell lines run before the job (module load ..., source venv)
+    additional: dict[str, Any] | None = None  # more sbatch options, e.g. {gres: "gpu:a100:1"}
+    gpus: bool = True  # false on a CPU partition: `devices` are then processes (gloo), no --gpus-per-node
+    signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint and requeue
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, list) else [value]
 
 
 def load_plan(path: Path | str) -> Plan:
@@ -93,45 +128,37 @@ def load_plan(path: Path | str) -> Plan:
     if not path.is_file():
         raise PlanError(f"plan {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise PlanError(f"plan {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict) or "runs" not in data:
-        raise PlanError(f"plan {path} must be a mapping with a 'runs' list (see `attnrepro sweep --help`)")
-    unknown = set(data) - PLAN_KEYS
-    if unknown:
-        raise PlanError(f"plan {path}: unknown key(s) {sorted(unknown)}; known: {sorted(PLAN_KEYS)}")
-    name = str(data.get("name") or path.stem)
-    out = Path(data.get("out") or Path("runs") / "sweeps" / name)
-    retries = data.get("retries", 1)
-    if not isinstance(retries, int) or retries < 0:
-        raise PlanError(f"plan {path}: 'retries' must be a whole number >= 0, got {retries!r}")
+        data = load_yaml(PlanFile, path, what="plan")
+    except ConfigError as err:
+        raise PlanError(f"plan {err}") from None
+    if data.retries < 0:
+        raise PlanError(f"plan {path}: 'retries' must be a whole number >= 0, got {data.retries!r}")
+    name = data.name or path.stem
+    out = Path(data.out or Path("runs") / "sweeps" / name)
     specs: list[RunSpec] = []
-    for i, group in enumerate(_as_list(data["runs"], "runs", str(path))):
+    for i, group in enumerate(data.runs):
         where = f"plan {path}, runs[{i}]"
-        if not isinstance(group, dict):
-            raise PlanError(f"{where} must be a mapping")
-        unknown = set(group) - GROUP_KEYS
-        if unknown:
-            raise PlanError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(GROUP_KEYS)}")
-        names = [registry.get(n).name for n in _as_list(group.get("reproductions"), "reproductions", where)]
-        presets = _as_list(group.get("presets", ["quick"]), "presets", where)
-        seeds = _as_list(group.get("seeds", [1]), "seeds", where)
-        pairs = _as_list(group.get("pairs", [None]), "pairs", where)
-        overrides = [str(o) for o in group.get("overrides", [])]
-        devices, nodes = int(group.get("devices", 1)), int(group.get("nodes", 1))
-        env = {str(k): str(v) for k, v in (group.get("env") or {}).items()}
-        for repro_name, preset, seed, pair in itertools.product(names, presets, seeds, pairs):
+        lists = {key: _as_list(getattr(group, key)) for key in ("reproductions", "presets", "seeds", "pairs",
+                                                                 "overrides")}
+        for key in ("reproductions", "presets", "seeds"):
+            if not lists[key]:
+                raise PlanError(f"{where}: '{key}' is empty; give a value or a list")
+        names = [registry.get(n).name for n in lists["reproductions"]]
+        env = {str(k): str(v) for k, v in group.env.items()}
+        for repro_name, preset, seed, pair in itertools.product(names, lists["presets"], lists["seeds"],
+                                                                lists["pairs"] or [None]):
             repro = registry.get(repro_name)
-            pair = pair if repro.task == "translation" else None
-            repro.load_config(preset, overrides, pair=pair)  # a bad preset or override fails before anything runs
+            pair = pair if tasks.get(repro.task).takes_pair else None
+            overrides = lists["overrides"]
+            repro.load_config(preset, overrides, pair=pair)  # a bad preset or override fails before any run
             label = f"{repro_name}-{preset}" + (f"-{pair}" if pair else "") + f"-seed{seed}"
-            specs.append(RunSpec(repro_name, preset, int(seed), pair, overrides, devices, nodes, out / label, env))
+            specs.append(RunSpec(repro_name, preset, seed, pair, list(overrides), group.devices, group.nodes,
+                                 out / label, env))
     labels = [s.label for s in specs]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
         raise PlanError(f"plan {path} names the same run twice: {', '.join(duplicates)}")
-    return Plan(name, out, retries, specs)
+    return Plan(name, out, data.retries, specs)
 
 
 def run_state(spec: RunSpec) -> str:
@@ -176,25 +203,26 @@ def slurm_settings(path: Path | str | None) -> dict:
     if not path.is_file():
         raise PlanError(f"SLURM settings file {path} not found; create it with e.g. 'partition: gpu', "
                         "'account: myproject', 'time_min: 1440' (or pass --slurm-settings FILE)")
-    settings = yaml.safe_load(path.read_text()) or {}
-    unknown = set(settings) - SLURM_KEYS
-    if unknown:
-        raise PlanError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(SLURM_KEYS)}")
-    return settings
+    try:
+        settings = load_yaml(SlurmSettings, path, what="SLURM settings")
+    except ConfigError as err:
+        raise PlanError(str(err)) from None
+    return {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
 
 
 def slurm_parameters(spec: RunSpec, settings: dict) -> dict:
-    """submitit SLURM parameters of one run: one task per GPU, on `nodes` nodes (Lightning reads SLURM's
-    environment for DDP), USR2 before the time limit so that submitit checkpoints and requeues."""
+    """submitit SLURM parameters of one run: one task per device, on `nodes` nodes (Lightning reads SLURM's
+    environment for DDP), USR2 `signal_delay_s` before the time limit so that submitit requeues the job."""
     params = {
         "job_name": spec.label,
         "nodes": spec.nodes,
         "ntasks_per_node": spec.devices,
-        "gpus_per_node": spec.devices,
         "time": int(settings.get("time_min", 24 * 60)),
-        "signal_delay_s": 120,
+        "signal_delay_s": int(settings.get("signal_delay_s", 120)),
         "additional_parameters": {"requeue": True, **(settings.get("additional") or {})},
     }
+    if settings.get("gpus", True):
+        params["gpus_per_node"] = spec.devices
     for key in ("partition", "account", "qos", "constraint", "cpus_per_task", "setup"):
         if settings.get(key) is not None:
             params[key] = settings[key]
@@ -226,9 +254,125 @@ def _executor(kind: str, folder: Path, spec: RunSpec, settings: dict | None, gpu
     return executor
 
 
+# squeue states of a job that is still in the queue (waiting, running or being requeued); any other state
+# (COMPLETED, FAILED, TIMEOUT, CANCELLED, OUT_OF_MEMORY, NODE_FAIL...) or no entry at all means it has ended.
+SLURM_WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "STOPPED",
+                 "RESV_DEL_HOLD", "PREEMPTED"}
+SLURM_RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
+
+
+class SlurmQueue:
+    """This sweep's jobs as the real queue reports them. squeue, not sacct: sacct needs SLURM's accounting
+    database, which many clusters (and the CI one) do not run, and submitit's watcher then never sees a job
+    end. Polled at most every `poll_s` seconds."""
+
+    def __init__(self, poll_s: float = 5.0):
+        self.poll_s = poll_s
+        self._last = 0.0
+        self.states: dict[str, tuple[str, str, str]] = {}  # job id -> (state, reason, job name)
+        self._ended_since: dict[str, float] = {}
+
+    def poll(self, job_ids: list[str], force: bool = False) -> bool:
+        """Refresh the states of these jobs; False when squeue did not answer (try again at the next poll)."""
+        if not job_ids or (not force and time.monotonic() - self._last < self.poll_s):
+            return True
+        self._last = time.monotonic()
+        try:
+            out = subprocess.run(["squeue", "--noheader", "--states=all", "--jobs=" + ",".join(job_ids),
+                                  "--format=%i|%T|%r|%j"], capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            raise PlanError("squeue is not on PATH: --executor slurm needs SLURM's commands (run on a login "
+                            "node of the cluster)") from None
+        except subprocess.TimeoutExpired:
+            return False
+        if out.returncode != 0 and "Invalid job id" not in out.stderr:  # slurmctld busy or restarting
+            return False
+        self.states = {}
+        for line in out.stdout.splitlines():
+            job_id, state, reason, name = (line.split("|", 3) + ["", "", ""])[:4]
+            self.states[job_id.strip()] = (state.split()[0] if state else "UNKNOWN", reason, name)
+        return True
+
+    def state(self, job_id: str) -> str:
+        """squeue's state of a job, or ENDED when SLURM no longer lists it."""
+        return self.states.get(job_id, ("ENDED", "", ""))[0]
+
+    def table_state(self, job_id: str) -> str:
+        return "running" if self.state(job_id) in SLURM_RUNNING else "queued"
+
+    def note(self, job_id: str) -> str:
+        state, reason, _ = self.states.get(job_id, ("ENDED", "", ""))
+        return f"job {job_id} {state}" + (f" ({reason})" if reason and reason != "None" else "")
+
+    def ended(self, job, grace_s: float = 15.0) -> bool:
+        """The job has left the queue: every task wrote its result, or SLURM says it ended (after `grace_s`
+        for result files still on their way through a network file system)."""
+        if all(task.paths.result_pickle.exists() for task in _tasks(job)):
+            return True
+        if self.state(job.job_id) in SLURM_WAITING | SLURM_RUNNING | {"UNKNOWN"}:
+            self._ended_since.pop(job.job_id, None)
+            return False
+        first = self._ended_since.setdefault(job.job_id, time.monotonic())
+        return time.monotonic() - first >= grace_s
+
+
+class SlurmJobLost(AttnreproError):
+    """A SLURM job that ended without a result (killed at its time limit without requeue, cancelled, out of
+    memory, node failure...)."""
+
+
+def _tasks(job) -> list:
+    return list(job._sub_jobs) or [job]  # a multi-task job (DDP) has one result file per task
+
+
+def _result(job, queue: SlurmQueue | None):
+    """The job's return value (task 0's); raises the job's exception."""
+    if queue is not None and not all(task.paths.result_pickle.exists() for task in _tasks(job)):
+        log = job.paths.stderr
+        lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+        raise SlurmJobLost(f"SLURM job {job.job_id} ended {queue.state(job.job_id)} without a result: "
+                           f"{_error_line(chr(10).join(lines[-40:])) or 'no error output'} (log: {log})")
+    return job.results()[0]
+
+
+def _reattach(plan: Plan, status: dict, pending: list, running: dict, queue: SlurmQueue) -> None:
+    """Jobs that an earlier `attnrepro sweep` of this plan submitted and that are still queued or running are
+    watched again, not submitted a second time."""
+    import submitit
+
+    try:
+        earlier = json.loads((plan.out / "sweep.json").read_text())
+    except (OSError, ValueError):
+        return
+    if earlier.get("executor") != "slurm":
+        return
+    jobs = {label: entry for label, entry in (earlier.get("runs") or {}).items()
+            if label in status and entry.get("job_id") and status[label]["state"] != "done"}
+    if not jobs or not queue.poll([e["job_id"] for e in jobs.values()], force=True):
+        return
+    for spec in list(pending):
+        entry = jobs.get(spec.label)
+        if entry is None:
+            continue
+        job_id = entry["job_id"]
+        state, _, name = queue.states.get(job_id, ("ENDED", "", ""))
+        if state not in SLURM_WAITING | SLURM_RUNNING or name != spec.label:  # ended, or a recycled job id
+            continue
+        job = submitit.SlurmJob(folder=plan.out / "submitit", job_id=job_id,
+                                tasks=list(range(spec.nodes * spec.devices)))
+        pending.remove(spec)
+        running[spec.label] = (job, spec, [])
+        status[spec.label].update(state=queue.table_state(job_id), attempts=int(entry.get("attempts") or 1),
+                                  job_id=job_id, note=queue.note(job_id), reattached=True)
+
+
 def sweep(plan_path: Path | str, executor: str = "local", dry_run: bool = False, slots: int | None = None,
-          slurm_settings_path: Path | str | None = None, console: Console | None = None) -> dict:
-    """Run a plan; -> label -> {state, attempts, error, run_dir}. Writes OUT/sweep.json as it goes."""
+          slurm_settings_path: Path | str | None = None, console: Console | None = None,
+          runs_per_gpu: int = 1) -> dict:
+    """Run a plan; -> label -> {state, attempts, error, run_dir}. Writes OUT/sweep.json as it goes.
+    `runs_per_gpu` (local executor): small runs share a GPU, at most this many on each at once."""
+    if runs_per_gpu < 1:
+        raise PlanError(f"--runs-per-gpu must be at least 1, got {runs_per_gpu}")
     console = console or Console()
     plan = load_plan(plan_path)
     settings = slurm_settings(slurm_settings_path) if executor == "slurm" else None
@@ -242,32 +386,46 @@ def sweep(plan_path: Path | str, executor: str = "local", dry_run: bool = False,
 
     import torch
 
-    free_gpus = list(range(torch.cuda.device_count())) if executor == "local" else []
+    # One entry per free place on a GPU, round-robin, so that runs spread over the GPUs before they share one.
+    free_gpus = list(range(torch.cuda.device_count())) * runs_per_gpu if executor == "local" else []
     cpu_slots = slots or 1
     pending = [s for s in plan.runs if status[s.label]["state"] == "queued"]
     running: dict[str, tuple] = {}  # label -> (job, spec, gpus)
+    queue = SlurmQueue() if executor == "slurm" else None
+    if queue is not None:
+        _reattach(plan, status, pending, running, queue)
     with Live(_table(plan, status), console=console, refresh_per_second=2, transient=False) as live:
         while pending or running:
             for spec in list(pending):  # start what fits
                 if executor == "local":
                     need = spec.devices if free_gpus or torch.cuda.is_available() else 0
-                    if (need and len(free_gpus) < need) or (not need and len(running) >= cpu_slots):
+                    gpus = _least_loaded(free_gpus, need)  # a multi-GPU run takes `need` distinct GPUs
+                    if (need and gpus is None) or (not need and len(running) >= cpu_slots):
                         continue
-                    gpus = [free_gpus.pop(0) for _ in range(need)]
+                    for gpu in gpus:
+                        free_gpus.remove(gpu)
                 else:
                     gpus = []
                 job = _executor(executor, plan.out / "submitit", spec, settings, gpus).submit(
                     TrainJob(spec, group=f"sweep-{plan.name}"))
                 pending.remove(spec)
                 running[spec.label] = (job, spec, gpus)
-                status[spec.label].update(state="running", attempts=status[spec.label]["attempts"] + 1,
-                                          job_id=str(job.job_id))
+                status[spec.label].update(state="running" if queue is None else "queued", job_id=str(job.job_id),
+                                          attempts=status[spec.label]["attempts"] + 1)
+                if queue is not None:  # on record at once: a sweep re-run meanwhile must not submit it again
+                    atomic_write_json(plan.out / "sweep.json",
+                                      {"plan": str(plan_path), "executor": executor, "runs": status})
+                    queue.poll([str(job.job_id)], force=True)
                 if executor == "debug":  # DebugExecutor runs the job when asked for its result
                     _finish(job, spec, status, plan, pending, running, free_gpus)
                 live.update(_table(plan, status))
+            if queue is not None and running and queue.poll([job.job_id for job, _, _ in running.values()]):
+                for job, spec, _ in running.values():  # the live table shows what the real queue says
+                    status[spec.label].update(state=queue.table_state(job.job_id), note=queue.note(job.job_id))
+                live.update(_table(plan, status))
             for job, spec, _ in list(running.values()):
-                if job.done():
-                    _finish(job, spec, status, plan, pending, running, free_gpus)
+                if queue.ended(job) if queue is not None else job.done():
+                    _finish(job, spec, status, plan, pending, running, free_gpus, queue)
                     live.update(_table(plan, status))
             atomic_write_json(plan.out / "sweep.json", {"plan": str(plan_path), "executor": executor, "runs": status})
             if running:
@@ -281,12 +439,19 @@ def sweep(plan_path: Path | str, executor: str = "local", dry_run: bool = False,
     return status
 
 
-def _finish(job, spec, status, plan, pending, running, free_gpus) -> None:
+def _least_loaded(free_gpus: list[int], need: int) -> list[int] | None:
+    """`need` distinct GPUs with the most free places (ties: the lowest index), or None if fewer are free."""
+    distinct = sorted(set(free_gpus), key=lambda gpu: (-free_gpus.count(gpu), gpu))
+    return distinct[:need] if len(distinct) >= need else None
+
+
+def _finish(job, spec, status, plan, pending, running, free_gpus, queue: SlurmQueue | None = None) -> None:
     _, _, gpus = running.pop(spec.label)
     free_gpus.extend(gpus)
     entry = status[spec.label]
+    entry.pop("note", None)
     try:
-        job.result()
+        _result(job, queue)
         entry.update(state="done", error=None)
     except Exception as err:  # a failed run is reported, retried, and never stops the others
         entry["error"] = _error_line(str(err)) or type(err).__name__
@@ -311,5 +476,6 @@ def _table(plan: Plan, status: dict, title: str | None = None) -> Table:
         table.add_column(column)
     colors = {"done": "green", "failed": "red", "running": "yellow", "queued": "dim"}
     for label, v in status.items():
-        table.add_row(label, f"[{colors[v['state']]}]{v['state']}[/]", str(v["attempts"]), v.get("error") or "")
+        note = v.get("error") or v.get("note") or ""  # note: the SLURM queue's word on the job
+        table.add_row(label, f"[{colors[v['state']]}]{v['state']}[/]", str(v["attempts"]), note)
     return table

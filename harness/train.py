@@ -6,19 +6,20 @@ import datetime as dt
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from reproductions import registry
+from reproductions import registry, tasks
+from reproductions.common import rundir
 from reproductions.common.config import to_dict
 from reproductions.common.data.sources import cache_root
 from reproductions.common.errors import AttnreproError
 from reproductions.common.flops import flops_per_target_token
 from reproductions.common.io import atomic_path
-
-from . import rundir
+from reproductions.common.precision import resolve_precision
 
 
 def wandb_mode(requested: str | None) -> str:
@@ -26,19 +27,18 @@ def wandb_mode(requested: str | None) -> str:
     return requested or os.environ.get("WANDB_MODE") or "offline"
 
 
-def _wandb_logger(run_dir: Path, mode: str, name: str, preset: str, cfg, group: str | None):
+def _wandb_logger(run_dir: Path, mode: str, repro, preset: str, cfg, group: str | None):
     if mode == "disabled":
         return None
     os.environ["WANDB_MODE"] = mode
     from pytorch_lightning.loggers import WandbLogger
 
-    repro = registry.get(name)
     return WandbLogger(
         project=os.environ.get("WANDB_PROJECT", "attnrepro"),
         name=run_dir.name,
         save_dir=str(run_dir),
-        group=group or f"{name}-{preset}",
-        tags=[name, repro.role, preset, repro.task],
+        group=group or f"{repro.name}-{preset}",
+        tags=[repro.name, repro.role, preset, repro.task],
         config=to_dict(cfg),
         offline=mode == "offline",
     )
@@ -59,7 +59,7 @@ def train(
 ) -> Path:
     repro = registry.get(name)
     cfg = repro.load_config(preset, overrides, pair=pair)
-    tag = getattr(cfg.data, "pair", None) or cfg.data.dataset
+    tag = tasks.get(repro.task).setting(to_dict(cfg)["data"])
     run_dir = Path(run_dir) if run_dir else rundir.default_run_dir(repro.name, preset, tag, seed)
     if rundir.is_rank_zero():
         rundir.check_new_run_dir(run_dir)
@@ -81,37 +81,86 @@ def resume(run_dir: Path | str, wandb: str | None = None, devices: int | str = "
                 resume_from=checkpoint)
 
 
+@dataclass
+class Built:
+    """A run ready to fit: its data, LightningModule, Trainer and the callbacks whose state is recorded."""
+
+    repro: object
+    cfg: object
+    preset: str
+    seed: int
+    run_dir: Path
+    data: object
+    module: object
+    trainer: pl.Trainer
+    checkpoints: object  # ModelCheckpoint of best.ckpt
+    clock: TrainClock
+    wandb_logger: object | None
+    wandb: str | None
+
+
 def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, devices, nodes: int,
          evaluate_after: bool, group: str | None, resume_from: Path | None) -> Path:
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    curves_before = rundir.curves_until(run_dir, resume_from) if resume_from and rundir.is_rank_zero() else None
+    built = build(repro, cfg, preset, seed, run_dir, wandb, devices, nodes, group, resume_from)
+    built.trainer.fit(built.module, datamodule=built.data, ckpt_path=str(resume_from) if resume_from else None)
+    built.trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    if built.trainer.global_rank != 0:
+        return run_dir
+    if curves_before is not None:
+        rundir.prepend_curves(run_dir, curves_before)
+        rundir.note_resume(run_dir, resume_from, built.trainer.global_step)
+    scored = record(built)
+    if evaluate_after:
+        from .evaluate import evaluate
+        from .figures import write_run_figures
+
+        evaluate(run_dir, checkpoint=scored, logger=built.wandb_logger)
+        write_run_figures(run_dir, scored, logger=built.wandb_logger)
+    _finish_wandb(built)
+    return run_dir
+
+
+def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, devices, nodes: int,
+          group: str | None, resume_from: Path | None) -> Built:
+    """Data, model, callbacks, loggers and Trainer of a run; a new run's directory gets its config and provenance."""
+    import torch
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    data, module, extra = _setup(repro, cfg, seed)
+    task = tasks.get(repro.task)
+    data = task.data_module(cfg, seed, cache_root())
+    module = task.lightning_module(repro, cfg, data)
     params = sum(p.numel() for p in module.model.parameters())
     if resume_from is None and rundir.is_rank_zero():
         rundir.start_run(run_dir, to_dict(cfg), seed, data.checksums,
-                         extra={"reproduction": repro.name, "preset": preset, "parameters": params, **extra})
-    curves_before = rundir.curves_until(run_dir, resume_from) if resume_from and rundir.is_rank_zero() else None
-
+                         extra={"reproduction": repro.name, "preset": preset, "parameters": params,
+                                **task.provenance(data, cfg)})
     t = cfg.train
+    monitor, mode = getattr(module, "monitor", ("val/loss", "min"))  # captioning: val/bleu4 (Xu et al. §5.2)
     checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
+        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
         save_top_k=1, save_last=True, auto_insert_metric_name=False,
     )
     clock = TrainClock()
     callbacks = [checkpoints, clock, LearningRateMonitor(logging_interval="step"), _resume_checkpoints(run_dir, t)]
+    if getattr(t, "compile", False):
+        module.model.compile()  # in place: the state_dict keys (checkpoints) stay those of the plain model
+    if torch.cuda.is_available():  # the bar reads the logged tensors: on a GPU, only at logging intervals
+        callbacks.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
     if t.average_last > 0:  # keep the last N periodic checkpoints for averaging (Vaswani et al. §6.1)
         callbacks.append(ModelCheckpoint(
             dirpath=run_dir / "checkpoints" / "periodic", filename="step{step}", monitor="step", mode="max",
             save_top_k=t.average_last, auto_insert_metric_name=False,
-            train_time_interval=dt.timedelta(minutes=t.checkpoint_every_minutes),
+            **({"every_n_train_steps": t.checkpoint_every_n_steps} if getattr(t, "checkpoint_every_n_steps", None)
+               else {"train_time_interval": dt.timedelta(minutes=t.checkpoint_every_minutes)}),
         ))
     fault = FaultInjection.from_env()
     if fault is not None:
         callbacks.append(fault)
     loggers = [CSVLogger(str(run_dir), name="", version="logs")]
-    wandb_logger = _wandb_logger(run_dir, wandb_mode(wandb), repro.name, preset, cfg, group)
+    wandb_logger = _wandb_logger(run_dir, wandb_mode(wandb), repro, preset, cfg, group)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     trainer = pl.Trainer(
@@ -121,9 +170,10 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
         max_time=dt.timedelta(minutes=t.max_minutes) if t.max_minutes else None,
         gradient_clip_val=cfg.optim.clip_norm,
         accumulate_grad_batches=t.accumulate_grad_batches,
-        precision=t.precision,
+        precision=resolve_precision(t.precision),
         log_every_n_steps=t.log_every_n_steps,
-        check_val_every_n_epoch=t.val_every_n_epochs,
+        check_val_every_n_epoch=None if getattr(t, "val_every_n_batches", None) else t.val_every_n_epochs,
+        val_check_interval=getattr(t, "val_every_n_batches", None),
         callbacks=callbacks,
         logger=loggers,
         devices=devices,
@@ -134,18 +184,21 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    if trainer.global_rank != 0:
-        return run_dir
-    if curves_before is not None:
-        rundir.prepend_curves(run_dir, curves_before)
-        rundir.note_resume(run_dir, resume_from, trainer.global_step)
+    from reproductions.common.data.datamodule import apply_step_budget
 
-    scored = Path(checkpoints.best_model_path or run_dir / "checkpoints" / "last.ckpt")
+    apply_step_budget(trainer, data, t)  # train.tokens_per_step -> accumulation for this number of processes
+    return Built(repro, cfg, preset, seed, run_dir, data, module, trainer, checkpoints, clock, wandb_logger, wandb)
+
+
+def record(built: Built) -> Path:
+    """Write the training section of metrics.json; -> the checkpoint to score (best, or the averaged one)."""
+    trainer, module, clock, run_dir, t = built.trainer, built.module, built.clock, built.run_dir, built.cfg.train
+    scored = Path(built.checkpoints.best_model_path or run_dir / "checkpoints" / "last.ckpt")
     if t.average_last > 0:
         scored = _average_last(run_dir / "checkpoints", t.average_last, trainer.global_step)
-    flops_per_token = flops_per_target_token(module.model, _sample_batch(data, module.device))
+    task = tasks.get(built.repro.task)
+    batch = {k: v.to(module.device) for k, v in task.sample_batch(built.data).items()}
+    flops_per_token = flops_per_target_token(module.model, batch, task.batch_keys)
     accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
     rundir.update_metrics(run_dir, "training", {
         "wall_time_s": round(clock.fit_seconds, 1),
@@ -154,7 +207,8 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
         "epochs_completed": trainer.current_epoch,
         "target_tokens": module.tokens_seen,
         "target_tokens_per_s": round(module.tokens_seen / max(clock.train_seconds, 1e-9), 1),
-        "best_val_loss": _float(checkpoints.best_model_score),
+        # the best score of the metric best.ckpt is chosen on (val/loss; captioning: val/bleu4)
+        f"best_{built.checkpoints.monitor.replace('/', '_')}": _float(built.checkpoints.best_model_score),
         "scored_checkpoint": scored.name,
         "flops_per_target_token": round(flops_per_token),
         "training_flops": flops_per_token * module.tokens_seen,  # forward + backward, matrix products (FlopCounterMode)
@@ -162,26 +216,30 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
         "accelerator": accelerator,
         # GPU-hours (devices x wall time) on accelerators; none on CPU
         "device_hours": round(trainer.world_size * clock.fit_seconds / 3600, 3) if accelerator != "cpu" else None,
-        "parameters": params,
+        "parameters": sum(p.numel() for p in module.model.parameters()),
+        "precision": str(trainer.precision),  # what train.precision (default auto) resolved to here
     })
-    if evaluate_after:
-        from .evaluate import evaluate
-        from .figures import write_run_figures
+    if getattr(built.data, "budget", None) is not None:  # planned and measured tokens per optimiser step
+        rundir.update_metrics(run_dir, "training", {"batch": {
+            **built.data.budget.as_dict(),
+            "measured_tgt_tokens_per_step": round(module.tokens_seen / max(trainer.global_step, 1))}})
+    return scored
 
-        evaluate(run_dir, checkpoint=scored, logger=wandb_logger)
-        write_run_figures(run_dir, scored, logger=wandb_logger)
-    if wandb_logger is not None:
-        import wandb as wandb_lib
 
-        if rundir.is_rank_zero():  # where the run lives in W&B, for `attnrepro submit` and reports
-            run, online = wandb_logger.experiment, wandb_mode(wandb) == "online"
-            rundir.update_metrics(run_dir, "wandb", {"mode": wandb_mode(wandb), "project": run.project, "id": run.id,
-                                                     "url": run.url if online else None})
-        wandb_lib.finish()
-        if wandb_mode(wandb) == "offline":
-            print(f"W&B run saved offline under {run_dir / 'wandb'}; upload it with "
-                  f"`wandb sync {run_dir / 'wandb'}/offline-run-*` (needs a W&B account and network)")
-    return run_dir
+def _finish_wandb(built: Built) -> None:
+    if built.wandb_logger is None:
+        return
+    import wandb as wandb_lib
+
+    mode = wandb_mode(built.wandb)
+    if rundir.is_rank_zero():  # where the run lives in W&B, for `attnrepro submit` and reports
+        run = built.wandb_logger.experiment
+        rundir.update_metrics(built.run_dir, "wandb", {"mode": mode, "project": run.project, "id": run.id,
+                                                       "url": run.url if mode == "online" else None})
+    wandb_lib.finish()
+    if mode == "offline":
+        print(f"W&B run saved offline under {built.run_dir / 'wandb'}; upload it with "
+              f"`wandb sync {built.run_dir / 'wandb'}/offline-run-*` (needs a W&B account and network)")
 
 
 def _resume_checkpoints(run_dir: Path, t):
@@ -202,37 +260,6 @@ def _average_last(checkpoint_dir: Path, n: int, final_step: int) -> Path:
     periodic = [p for p in periodic if int(p.stem[4:]) != final_step]  # that one is last.ckpt already
     paths = periodic[-(n - 1):] if n > 1 else []
     return average_checkpoints(paths + [checkpoint_dir / "last.ckpt"], checkpoint_dir / "averaged.ckpt")
-
-
-def _setup(repro, cfg, seed: int):
-    """(data module, LightningModule, facts for provenance) of a translation or captioning reproduction."""
-    if repro.task == "captioning":
-        from reproductions.common.caption_module import CaptionDataModule, CaptionModule
-
-        data = CaptionDataModule(cfg, seed=seed, cache_dir=cache_root())
-        data.load()
-        module = CaptionModule(repro.build(cfg, len(data.vocab)), cfg, repro.name, data.vocab)
-        return data, module, {"train_images": data.images["train"], "train_captions": len(data.train_set),
-                              "vocab_size": len(data.vocab), "encoder": cfg.data.encoder}
-    from reproductions.common.data.datamodule import TranslationDataModule
-    from reproductions.common.translation_module import TranslationModule
-
-    data = TranslationDataModule(cfg.data, seed=seed, cache_dir=cache_root())
-    data.load()
-    model = repro.build(cfg, len(data.src_vocab), len(data.tgt_vocab))
-    module = TranslationModule(model, cfg, repro.name, data.src_vocab, data.tgt_vocab)
-    return data, module, {"train_pairs": len(data.train_set), "train_pairs_dropped_by_max_len": data.dropped,
-                          "vocab_sizes": [len(data.src_vocab), len(data.tgt_vocab)]}
-
-
-def _sample_batch(data, device) -> dict:
-    if hasattr(data.train_set, "collate"):  # captioning
-        batch = data.train_set.collate(data.train_set.examples[:32])
-    else:
-        from reproductions.common.data.batching import collate_pairs
-
-        batch = collate_pairs(data.train_set.examples[:32])
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _float(value) -> float | None:

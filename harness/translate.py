@@ -6,14 +6,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from reproductions.common.checkpoint import load_model
-from reproductions.common.decoding import translate_texts
 from reproductions.common.errors import AttnreproError
-
-
-def plot_paths(path: Path, count: int) -> list[Path]:
-    """One figure per sentence: FILE.png for the first, FILE-2.png, FILE-3.png ... for the rest."""
-    return [path if i == 0 else path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(count)]
 
 
 def translate(checkpoint: Path | str, lines: list[str], beam: int | None = None,
@@ -22,10 +15,15 @@ def translate(checkpoint: Path | str, lines: list[str], beam: int | None = None,
     """view: "cross" (each output token over the source, Bahdanau Fig. 3) or "encoder" (source over
     source, Vaswani Figs. 3-5); layer/head pick a layer and a head of a multi-head model (default: the
     last layer, mean over heads)."""
+    from reproductions.common.decoding import translate_texts
+    from reproductions.loading import load_model
+
     from .evaluate import locate
 
     _, ckpt = locate(checkpoint)
     loaded = load_model(ckpt)
+    if loaded.task != "translation":
+        raise AttnreproError(f"{ckpt} is a {loaded.task} model ({loaded.reproduction}); use `attnrepro caption`")
     _set_attention_view(loaded, layer, head, view)
     decode = dataclasses.replace(loaded.cfg.decode, beam=beam) if beam else loaded.cfg.decode
     texts = [line.strip() for line in lines if line.strip()]
@@ -36,7 +34,7 @@ def translate(checkpoint: Path | str, lines: list[str], beam: int | None = None,
     for hyp in hyps:
         print(hyp, file=out)
     if plot_attention is not None:
-        from reproductions.common.plots import attention_heatmap
+        from reproductions.common.plots import attention_heatmap, plot_paths
 
         if raw[0].attention is None:
             raise AttnreproError(f"{loaded.reproduction} has no attention to plot (it is a fixed-vector model)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -56,6 +57,17 @@ def _request(method: str, url: str, retries: int = 3, **kwargs):
     raise AssertionError("unreachable")
 
 
+def _finite(value):
+    """`value` with NaN and infinities as null: the server refuses them (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _detail(response) -> str:
     try:
         return str(response.json().get("detail", response.text))
@@ -72,7 +84,8 @@ def get_board(server: str, name: str) -> dict:
 
 def run_submission(run_dir: Path, board: dict) -> tuple[bytes, dict]:
     """The outputs file and metadata of a run directory for `board`; errors say what to run first."""
-    from harness import rundir
+    from reproductions import tasks
+    from reproductions.common import rundir
 
     run_dir = Path(run_dir)
     config = rundir.read_run(run_dir)["config"]  # checks provenance.json and config.yaml, with clear errors
@@ -83,7 +96,7 @@ def run_submission(run_dir: Path, board: dict) -> tuple[bytes, dict]:
         raise AttnreproError(f"{run_dir} was trained on {data.get('dataset')} {data.get('pair') or ''}; board "
                              f"{board['name']} scores {board['dataset']} {board.get('pair') or ''}")
     split = board["split"]
-    outputs = run_dir / "hyps" / (f"{split}.txt" if board["task"] == "translation" else f"{split}.json")
+    outputs = tasks.get(board["task"]).hyps_path(run_dir, split)
     if not outputs.is_file():
         raise AttnreproError(f"{outputs} is missing: decode the board's split first with "
                              f"`attnrepro evaluate {run_dir} --split {split}`")
@@ -127,7 +140,8 @@ def submit(run_dir: Path | str, board_name: str, server: str | None = None, toke
     key = "run-" + hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:40]
     response = _request("POST", f"{server}/api/boards/{board_name}/submissions",
                         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
-                        data={"metadata": json.dumps(meta)}, files={"outputs": (Path(run_dir).name, data)})
+                        data={"metadata": json.dumps(_finite(meta), allow_nan=False)},
+                        files={"outputs": (Path(run_dir).name, data)})
     if response.status_code not in (200, 201):
         raise AttnreproError(f"{server} refused the submission ({response.status_code}): {_detail(response)}")
     return {**response.json(), "url": server + response.json()["url"]}
@@ -177,7 +191,10 @@ def board_markdown(board: dict, server: str) -> str:
              "|---|---|" + "---:|" * len(columns) + "---|---|"]
     for row in board["rows"]:
         scores = " | ".join("–" if row["scores"].get(c) is None else f"{row['scores'][c]:.2f}" for c in columns)
-        if row["kind"] == "paper":
+        if row["kind"] == "paper":  # a number of the paper's own convention sits beside the column, unranked
+            beside = row.get("beside") or {}
+            scores = " | ".join(f"{row['scores'][c]:.2f}" if row["scores"].get(c) is not None
+                                else f"_{_md(beside[c])}_" if c in beside else "–" for c in columns)
             source = _md(row["source"])
             lines.append(f"| paper | {_md(row['model'])} (reported, not verified; {source}) | {scores} | | |")
         else:

@@ -4,6 +4,10 @@ submissions (outputs, server-computed scores, provenance). SQLite file by defaul
 A submission is stored in one transaction, so a crash leaves either all of it or none. SQLite takes the
 write lock at BEGIN (BEGIN IMMEDIATE) so the daily-limit count and the insert see the same table;
 PostgreSQL locks the user's row for the same effect.
+
+The schema is versioned with Alembic (`leaderboards/migrations/`): an empty database is created at the
+newest revision; one at an older revision is refused until `attnrepro leaderboard migrate --db URL` has
+upgraded it in place (`leaderboards.admin.migrate`).
 """
 
 from __future__ import annotations
@@ -22,17 +26,19 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     create_engine,
     event,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, joinedload, mapped_column, relationship, sessionmaker
 
 from reproductions.common.errors import AttnreproError
 
@@ -86,7 +92,7 @@ class Submission(Base):
     compute: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     claimed_scores: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # shown, never used
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
-    outputs: Mapped[str] = mapped_column(Text)
+    outputs: Mapped[bytes] = mapped_column(LargeBinary)  # byte-exact as uploaded: sha256 is outputs_sha256
     outputs_sha256: Mapped[str] = mapped_column(String(64))
     segments: Mapped[int] = mapped_column(Integer)
     scores: Mapped[dict] = mapped_column(JSON)
@@ -131,16 +137,71 @@ def make_engine(url: str | None = None) -> Engine:
     return engine
 
 
+class SchemaOutOfDate(AttnreproError):
+    """The database was made by an older release; the message names the command that upgrades it."""
+
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+BASELINE = "0001"  # the schema of the release before migrations existed (its databases have no version table)
+
+
+def alembic_config(connection=None):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def schema_lock(connection) -> None:
+    """Serialise schema work of processes starting together (SQLite: BEGIN IMMEDIATE did it already)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7274101)")
+
+
 def init_db(engine: Engine) -> sessionmaker[Session]:
+    """Sessions on `engine`'s database: an empty one gets the newest schema; an older one is refused."""
     for attempt in range(5):  # server workers starting together may race to create the tables
         try:
-            Base.metadata.create_all(engine)
+            _create_or_check(engine)
             break
         except (OperationalError, ProgrammingError, IntegrityError):
             if attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _create_or_check(engine: Engine) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect().execution_options(writes=True) as conn, conn.begin():
+        schema_lock(conn)
+        current = current_revision(conn)
+        head = head_revision()
+        if current == head:
+            return
+        if current is None and not inspect(conn).get_table_names():
+            Base.metadata.create_all(conn)
+            MigrationContext.configure(conn).stamp(ScriptDirectory.from_config(alembic_config()), head)
+            return
+        url = engine.url.render_as_string(hide_password=True)
+        raise SchemaOutOfDate(f"the database {url} has schema {current or 'from before migrations'}, this release "
+                              f"needs {head}; back it up, then run `attnrepro leaderboard migrate --db {url}`")
 
 
 def write_session(factory: sessionmaker[Session]) -> Session:
@@ -275,7 +336,21 @@ def count_on_board(session: Session, board: str) -> int:
     return session.scalar(select(func.count()).select_from(Submission).where(Submission.board == board))
 
 
-def rank_of(session: Session, board: str, primary: float) -> int:
-    better = session.scalar(select(func.count()).select_from(Submission)
-                            .where(Submission.board == board, Submission.primary_score > primary))
-    return better + 1
+def _ranking(board: str):
+    """Competition ranking on one board by the primary score, higher first: ties share a rank (1, 2, 2, 4).
+    The only definition of a rank; pages, the API and receipts all read it from here."""
+    return (select(Submission.id.label("id"), func.rank().over(order_by=Submission.primary_score.desc()).label("rank"))
+            .where(Submission.board == board).subquery())
+
+
+def ranked(session: Session, board: str) -> list[tuple[Submission, int]]:
+    """Every submission on `board` with its rank, best first (ties: the earlier submission first)."""
+    ranking = _ranking(board)
+    query = (select(Submission, ranking.c.rank).join(ranking, ranking.c.id == Submission.id)
+             .order_by(ranking.c.rank, Submission.created_at, Submission.id).options(joinedload(Submission.user)))
+    return [(row, rank) for row, rank in session.execute(query)]
+
+
+def rank_of(session: Session, row: Submission) -> int:
+    ranking = _ranking(row.board)
+    return session.scalar(select(ranking.c.rank).where(ranking.c.id == row.id))

@@ -31,7 +31,7 @@ class Reproduction:
     title: str  # the model's name in its paper
     paper: str  # citation key as the papers are usually cited
     arxiv: str  # pinned version the equations are cited against
-    task: str  # "translation" or "captioning"
+    task: str  # names its task object in `reproductions.tasks` ("translation" or "captioning")
     role: str  # "paper" (attention) or "baseline" (fixed vector)
     baseline: str | None  # for a paper: the registry name of its fixed-vector baseline
     builder: str  # "module:function" -> build(cfg, *vocab_sizes) -> nn.Module (translation: src, tgt sizes)
@@ -40,18 +40,29 @@ class Reproduction:
     aliases: tuple[str, ...] = field(default=())
     folder_name: str | None = None  # paper folder, when several entries share one (xu2015: soft and hard)
     fixed: tuple[str, ...] = field(default=())  # overrides that define this entry, applied before the user's
+    # A baseline trains under its paper model's preset files (the same data, optimiser and budget by construction):
+    # only `fixed` and the builder differ. tests/test_registry_contract.py checks the resolved configs.
+    presets_from: str | None = None
+    # Overrides of single presets of `presets_from`, e.g. a paper's own budget for the baseline's row:
+    # ((preset, (override, ...)), ...); tests/test_structure.py allows exactly these keys to differ.
+    preset_overrides: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
+    folder_path: Path | None = None  # outside reproductions/ (a plug-in or a test's throw-away entry)
 
     @property
     def folder(self) -> Path:
-        return ROOT / (self.folder_name or self.name)
+        return self.folder_path or ROOT / (self.folder_name or self.name)
+
+    @property
+    def config_folder(self) -> Path:
+        return get(self.presets_from).config_folder if self.presets_from else self.folder / "configs"
 
     def presets(self) -> list[str]:
-        order = {"tiny": 0, "quick": 1, "cpu": 2, "paper": 3}
-        names = [p.stem for p in (self.folder / "configs").glob("*.yaml")]
+        order = {"tiny": 0, "quick": 1, "cpu": 2, "gpu": 3, "paper": 4}
+        names = [p.stem for p in self.config_folder.glob("*.yaml")]
         return sorted(names, key=lambda n: (order.get(n, 9), n))
 
     def config_path(self, preset: str) -> Path:
-        path = self.folder / "configs" / f"{preset}.yaml"
+        path = self.config_folder / f"{preset}.yaml"
         if not path.exists():
             raise UnknownNameError(
                 f"{self.name} has no preset '{preset}'; its presets are: {', '.join(self.presets())}"
@@ -62,7 +73,8 @@ class Reproduction:
         """The preset with `overrides` applied; `pair` is shorthand for data.pair=PAIR."""
         from .common.config import load_config
 
-        overrides = list(self.fixed) + list(overrides) + ([f"data.pair={pair}"] if pair else [])
+        own = dict(self.preset_overrides).get(preset, ())
+        overrides = list(self.fixed) + list(own) + list(overrides) + ([f"data.pair={pair}"] if pair else [])
         return load_config(_resolve(self.config_class), self.config_path(preset), overrides)
 
     def config_from_dict(self, data: dict, where: str):
@@ -106,6 +118,10 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             config_class=_RNN_CONFIG,
             datasets=("multi30k", "wmt14"),
             aliases=("rnnencdec",),
+            presets_from="bahdanau2014",
+            # Bahdanau et al. Table 2: the models trained for equal time, so RNNencdec made more updates.
+            preset_overrides=(("paper", ("train.max_steps=600000",)), ("paper30", ("train.max_steps=846000",)),
+                              ("paper_ende", ("train.max_steps=600000",))),
         ),
         Reproduction(
             name="vaswani2017",
@@ -162,6 +178,7 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             datasets=_CAPTION_DATASETS,
             aliases=("show-and-tell", "nic"),
             fixed=("model.context=fixed",),
+            presets_from="xu2015",
         ),
     ]
 }
@@ -177,6 +194,17 @@ def get(name: str) -> Reproduction:
     raise UnknownNameError(
         f"unknown reproduction '{name}'.{hint} Known: {', '.join(REPRODUCTIONS)} (see `attnrepro list`)"
     )
+
+
+def register(repro: Reproduction) -> Reproduction:
+    """Add an entry (a new paper outside this package, or a test's throw-away one); its name must be new."""
+    if repro.name in REPRODUCTIONS:
+        raise ValueError(f"reproduction '{repro.name}' is registered already")
+    from . import tasks
+
+    tasks.get(repro.task)  # an unknown task fails here, not at training time
+    REPRODUCTIONS[repro.name] = repro
+    return repro
 
 
 def papers() -> list[Reproduction]:

@@ -92,10 +92,11 @@ class Server:
     """`attnrepro leaderboard serve` in a subprocess, on a free port."""
 
     def __init__(self, db_url: str, boards: Path, refs: Path, log: Path, daily_limit: int = 50, workers: int = 1,
-                 max_upload_mb: float = 1):
+                 max_upload_mb: float = 1, body_timeout: float = 30, extra: tuple[str, ...] = ()):
         self.args = [sys.executable, "-m", "harness.cli", "leaderboard", "serve", "--db", db_url, "--boards",
                      str(boards), "--references", str(refs), "--daily-limit", str(daily_limit),
-                     "--max-upload-mb", str(max_upload_mb), "--workers", str(workers)]
+                     "--max-upload-mb", str(max_upload_mb), "--workers", str(workers),
+                     "--body-timeout", str(body_timeout), *extra]
         self.db_url, self.log, self.proc = db_url, log, None
 
     def start(self) -> Server:
@@ -125,6 +126,24 @@ class Server:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def descendants(self) -> dict[int, str]:
+        """{pid: command line} of every process below the server (its scoring worker, any java)."""
+        children: dict[int, list[int]] = {}
+        commands = {}
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                stat = (entry / "stat").read_text()
+                commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode() or stat
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+        found, todo = {}, [self.proc.pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found[child] = commands[child]
+                todo.append(child)
+        return found
 
     def alive(self) -> bool:
         return self.proc.poll() is None and httpx.get(self.url + "/healthz", timeout=10).status_code == 200

@@ -67,3 +67,40 @@ def test_scaled_dot_attention_matches_torch_sdpa():
         query.unsqueeze(1), keys, values, attn_mask=mask.unsqueeze(1)
     ).squeeze(1)
     torch.testing.assert_close(context, expected)
+
+
+def _mha_inputs(seed: int = 0):
+    from reproductions.common.attention import MultiHeadAttention
+
+    torch.manual_seed(seed)
+    mha = MultiHeadAttention(16, 4).eval()
+    query, memory = torch.randn(3, 5, 16), torch.randn(3, 7, 16)
+    valid = torch.arange(7).unsqueeze(0) < torch.tensor([[7], [4], [1]])  # (B, S)
+    return mha, query, memory, valid.unsqueeze(1)  # mask (B, 1, S)
+
+
+def test_fused_multi_head_attention_computes_the_explicit_equation():
+    mha, query, memory, mask = _mha_inputs()
+    fused, none = mha(query, memory, memory, mask, need_weights=False)
+    explicit, weights = mha(query, memory, memory, mask, need_weights=True)
+    assert none is None and weights.shape == (3, 4, 5, 7)
+    torch.testing.assert_close(fused, explicit)
+    causal_fused, _ = mha(query, query, query, need_weights=False, is_causal=True)
+    causal_explicit, causal_weights = mha(query, query, query, need_weights=True, is_causal=True)
+    torch.testing.assert_close(causal_fused, causal_explicit)
+    assert (causal_weights.triu(1) == 0).all()  # no position attends to a later one
+    by_hand, _ = mha(query, query, query, torch.ones(5, 5, dtype=torch.bool).tril().unsqueeze(0))
+    torch.testing.assert_close(causal_fused, by_hand)
+
+
+def test_attention_under_bf16_autocast_keeps_fp32_softmax_and_exact_zeros():
+    mha, query, memory, mask = _mha_inputs(1)
+    reference, _ = mha(query, memory, memory, mask, need_weights=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused, _ = mha(query, memory, memory, mask, need_weights=False)
+        explicit, weights = mha(query, memory, memory, mask, need_weights=True)
+    for out in (fused, explicit):
+        assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+        torch.testing.assert_close(out.float(), reference, atol=0.06, rtol=0.05)
+    assert (weights.float()[2, :, :, 1:] == 0).all()  # the one-token sentence: every masked position exactly 0
+    torch.testing.assert_close(weights.float().sum(-1), torch.ones(3, 4, 5), atol=1e-2, rtol=0)

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_cli import assert_clean_error, attnrepro
+from test_cli import assert_clean_error, attnrepro, checkout_commit
 
 pytestmark = pytest.mark.slow
 
@@ -95,8 +95,28 @@ def test_flickr8k_benchmark_script_writes_its_json(data_root, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "result.json").read_text())
-    assert record["benchmark"] == "flickr8k" and record["git"]["commit"] and record["machine"]
+    assert record["benchmark"] == "flickr8k" and record["git"]["commit"] == checkout_commit() and record["machine"]
     assert set(record["runs"]) == {"vinyals2015", "xu2015"}
-    assert record["target"]["rival_cider_d"] == record["runs"]["vinyals2015"]["splits"]["test"]["cider_d"]
+    soft = record["runs"]["xu2015"]["splits"]["test"]
+    checks = {c["target"]: c for c in record["target"]}
+    assert set(checks) == {"soft B-4 >= 21.3", "soft METEOR >= 20.3", "soft CIDEr-D >= 55"}  # no hard run here
+    assert checks["soft B-4 >= 21.3"]["value"] == soft["bleu4"]
+    assert checks["soft B-4 >= 21.3"]["met"] == (soft["bleu4"] >= 21.3)
     assert record["features"]["splits"]["train"]["images"] == 40
     assert (tmp_path / "attention_xu2015.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_paper_preset_fails_in_one_line_before_any_work(tmp_path):
+    """`--preset paper` (VGG-19) without torchvision or without its weights stops before reading data or
+    computing a feature, with one line saying what to install or download and where to put it."""
+    run_dir = tmp_path / "run"
+    result = attnrepro("train", "xu2015", "--preset", "paper", "--set",
+                       f"data.encoder_weights={tmp_path / 'vgg19.pth'}", "--run-dir", str(run_dir))
+    try:
+        import torchvision  # noqa: F401
+
+        assert_clean_error(result, "data.encoder_weights=", "no such file")
+    except ImportError:
+        assert_clean_error(result, "torchvision", "attnrepro[paper]")
+    assert "features" not in result.stderr  # no feature extraction started
+    assert not (run_dir / "checkpoints").exists()

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from reproductions import registry
 from reproductions.common import encoders
-from reproductions.common.caption_module import CaptionModule, reinforce_loss, update_baseline
-from reproductions.common.captioner import doubly_stochastic_penalty
+from reproductions.common.caption_module import CaptionModule
+from reproductions.common.captioner import CaptionLossConfig, HardAttention, doubly_stochastic_penalty, reinforce_loss
 from reproductions.common.data.captions import load_captions, load_karpathy
 from reproductions.common.data.sources import DataError
 from reproductions.common.data.vocab import BOS_ID, PAD_ID
@@ -116,7 +116,7 @@ def test_soft_loss_adds_lambda_times_the_penalty():
     for lam in (0.0, 2.0):
         cfg, model = _model("xu2015", [f"loss.doubly_stochastic={lam}"])
         torch.manual_seed(1)
-        module = CaptionModule(type(model)(cfg.model, VOCAB, D, L), cfg, "xu2015", vocab=None).eval()
+        module = CaptionModule(registry.get("xu2015").build(cfg, VOCAB), cfg, "xu2015", vocab=None).eval()
         losses[lam] = module._loss(batch)
         _, extras = module.model(batch["features"], batch["captions_in"])
         penalty = doubly_stochastic_penalty(extras["alpha"], batch["captions_out"] != PAD_ID).sum()
@@ -134,7 +134,7 @@ def test_hard_attention_samples_only_locations_with_weight():
         alpha[:, :allowed] = 1.0 / allowed
         return torch.bmm(alpha.unsqueeze(1), values).squeeze(1), alpha
 
-    model.attention.forward = fake_attention
+    model.context.attention.forward = fake_attention
     batch = _batch(batch=8, length=6)
     _, extras = model(batch["features"], batch["captions_in"])
     assert extras["location"].shape == (8, 6)
@@ -142,36 +142,80 @@ def test_hard_attention_samples_only_locations_with_weight():
     assert extras["sampled"].all()  # expected_prob = 0: every step samples
     torch.testing.assert_close(extras["log_p_s"], torch.full((8, 6), math.log(1 / allowed)))
     torch.testing.assert_close(extras["entropy"], torch.full((8, 6), math.log(allowed)))
-    model.expected_prob = 1.0
+    model.context.expected_prob = 1.0
     _, extras = model(batch["features"], batch["captions_in"])
     assert not extras["sampled"].any()  # expected_prob = 1: the expectation alpha everywhere
 
 
-def test_reinforce_has_the_sign_and_baseline_of_section_4_1():
+def test_the_expected_value_rule_draws_once_per_caption():
+    """§4.1: with probability 0.5 *for a given image* the sampled location is replaced by its expectation:
+    one Bernoulli per caption, shared by all its steps (not one per step)."""
+    cfg, model = _model("xu2015-hard")
+    assert cfg.loss.expected_prob == 0.5
+    model.train()
+    torch.manual_seed(3)
+    batch = _batch(batch=400, length=7)
+    contexts = []
+    original = model.context.forward
+    model.context.forward = lambda state, h, sample: contexts.append(original(state, h, sample)) or contexts[-1]
+    _, extras = model(batch["features"], batch["captions_in"])
+    sampled = extras["sampled"]  # (B, T)
+    assert (sampled == sampled[:, :1]).all()  # constant over a caption's steps
+    assert 0.4 < sampled[:, 0].float().mean() < 0.6  # ... and about half of the captions sample
+    feats = batch["features"]
+    for z, alpha, extra in contexts:  # a caption that does not sample gets exactly the expectation at every step
+        expected = torch.bmm(alpha.unsqueeze(1), feats).squeeze(1)
+        picked = feats[torch.arange(feats.size(0)), extra["location"]]
+        use = extra["sampled"]
+        torch.testing.assert_close(z[~use], expected[~use])
+        torch.testing.assert_close(z[use], picked[use])
+
+
+def test_reinforce_has_the_sign_of_eq12_and_the_authors_per_word_scale():
     theta = torch.tensor([0.3, -0.2, 0.1, 0.0], requires_grad=True)
     location = 2
 
-    def grad(log_lik: float, baseline: float, entropy_weight: float = 0.0) -> torch.Tensor:
+    def grad(reward: float, baseline: float, entropy_weight: float = 0.0) -> torch.Tensor:
         theta.grad = None
         alpha = torch.softmax(theta, 0)
         log_p_s = torch.log(alpha[location]).unsqueeze(0)
         entropy = -(alpha * alpha.log()).sum().unsqueeze(0)
-        loss = reinforce_loss(torch.tensor([log_lik]), log_p_s, entropy, torch.tensor(baseline), 1.0, entropy_weight)
+        loss = reinforce_loss(torch.tensor([reward]), log_p_s, entropy, torch.tensor(baseline), 0.1, entropy_weight)
         if entropy_weight == 0:
-            torch.testing.assert_close(loss, -(log_lik - baseline) * log_p_s.sum())
+            torch.testing.assert_close(loss, -0.1 * (reward - baseline) * log_p_s.sum())
         loss.backward()
         return theta.grad.clone()
 
-    better = grad(log_lik=-1.0, baseline=-3.0)  # the sample explains the caption better than the baseline
+    better = grad(reward=-1.0, baseline=-3.0)  # the sample explains the caption better than the baseline
     assert better[location] < 0 and all(better[i] > 0 for i in range(4) if i != location)  # descent raises it
-    worse = grad(log_lik=-4.0, baseline=-3.0)
+    worse = grad(reward=-4.0, baseline=-3.0)
     assert worse[location] > 0
-    assert grad(log_lik=-3.0, baseline=-3.0).abs().max() == 0  # at the baseline: no push
-    peaked = grad(log_lik=-3.0, baseline=-3.0, entropy_weight=1.0)
+    assert grad(reward=-3.0, baseline=-3.0).abs().max() == 0  # at the baseline: no push
+    peaked = grad(reward=-3.0, baseline=-3.0, entropy_weight=1.0)
     assert peaked[0] > 0  # the entropy bonus flattens the most likely location
-    log_lik = torch.tensor([-1.0, -2.0])
-    torch.testing.assert_close(update_baseline(torch.tensor(-3.0), log_lik, 0.9, first=False), torch.tensor(-2.85))
-    torch.testing.assert_close(update_baseline(torch.tensor(-3.0), log_lik, 0.9, first=True), torch.tensor(-1.5))
+
+
+def test_hard_attention_loss_on_hand_made_values():
+    """Per-word reward and baseline, lambda_r = 1/10 and lambda_e = 0.002 (capgen.py), b moved by 0.9/0.1."""
+    cfg = CaptionLossConfig()
+    assert (cfg.reinforce, cfg.entropy, cfg.baseline_decay) == (0.1, 0.002, 0.9)
+    block = HardAttention(registry.get("xu2015-hard").load_config("tiny").model, feature_dim=4)
+    block.reward_baseline.fill_(-2.2)
+    block.baseline_steps.fill_(7)
+    step_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    nll = torch.tensor([6.0, 12.0])  # per word: 2.0 (3 words) and 3.0 (4 words): rewards -2.0 and -3.0
+    extras = {
+        "sampled": torch.tensor([[True] * 4, [False] * 4]),  # caption 1 used the expectation: no REINFORCE
+        "log_p_s": torch.tensor([[-1.0, -0.5, -2.0, -9.0], [-1.0, -1.0, -1.0, -1.0]]),  # -9: padding, ignored
+        "entropy": torch.tensor([[1.0, 1.0, 0.5, 7.0], [0.2, 0.2, 0.2, 0.2]]),
+    }
+    loss, parts = block.loss(extras, step_mask, nll, cfg)
+    # caption 0: -(0.1 * (-2.0 - -2.2) * (-1 - 0.5 - 2) + 0.002 * 2.5);  caption 1: -(0 + 0.002 * 0.8)
+    expected = -(0.1 * 0.2 * -3.5 + 0.002 * 2.5) - 0.002 * 0.8
+    torch.testing.assert_close(loss, torch.tensor(expected))
+    torch.testing.assert_close(block.reward_baseline, torch.tensor(0.9 * -2.2 + 0.1 * -2.5))  # batch mean: -2.5
+    torch.testing.assert_close(parts["attention_entropy"], torch.tensor(3.3 / 7))
+    assert int(block.baseline_steps) == 8
 
 
 def test_hard_training_step_moves_the_baseline():
@@ -179,9 +223,11 @@ def test_hard_training_step_moves_the_baseline():
     module = CaptionModule(model, cfg, "xu2015-hard", vocab=None).train()
     batch = _batch()
     loss, nll, words, parts = module._loss(batch)
-    assert int(module.baseline_steps) == 1
-    torch.testing.assert_close(module.reward_baseline, -(nll / 3).detach())  # first batch: the mean log p(y|s,a)
+    block = module.model.context
+    assert int(block.baseline_steps) == 1
     assert math.isfinite(loss.item()) and "reward_baseline" in parts
+    torch.testing.assert_close(parts["reward_baseline"], block.reward_baseline)
+    assert -20 < float(block.reward_baseline) < 0  # first batch: the mean per-word log p(y|s,a), about -log(V)
 
 
 def test_encoder_puts_a_flickr8k_dog_in_imagenet_dog_classes(flickr8k):
@@ -266,7 +312,7 @@ def test_flickr8k_splits_and_karpathy_json(flickr8k, tmp_path):
 def test_one_lightning_step_on_real_flickr8k(name, flickr8k, tmp_path):
     import pytorch_lightning as pl
 
-    from reproductions.common.caption_module import CaptionDataModule
+    from reproductions.common.data.caption_datamodule import CaptionDataModule
 
     repro = registry.get(name)
     cfg = repro.load_config("tiny")
@@ -280,3 +326,158 @@ def test_one_lightning_step_on_real_flickr8k(name, flickr8k, tmp_path):
     trainer.fit(module, datamodule=data)
     assert trainer.global_step == 1 and module.tokens_seen > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    assert 0 <= float(trainer.callback_metrics["val/bleu4"]) <= 100  # the metric best.ckpt is chosen on (§5.2)
+
+
+def test_caption_words_are_split_on_whitespace_only(tmp_path):
+    from reproductions.common.data.caption_datamodule import build_caption_vocab
+
+    captions = ["A dog runs through the snow .", "a dog 's ball , red .", "A dog ."]
+    vocab = build_caption_vocab(captions, 1, 100, tmp_path)
+    assert vocab.tokens("A dog 's ball .") == ["a", "dog", "'s", "ball", "."]  # no lone Metaspace marker
+    assert len(vocab.encode("a dog runs .")) == 4
+    assert vocab.decode(vocab.encode("A dog runs through the snow .")) == "a dog runs through the snow ."
+
+
+def test_selection_and_early_stopping_on_validation_bleu():
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    cfg, model = _model("xu2015", ["train.early_stopping_patience=3"])
+    module = CaptionModule(model, cfg, "xu2015", vocab=None)
+    assert module.monitor == ("val/bleu4", "max")
+    [stopper] = module.configure_callbacks()
+    assert isinstance(stopper, EarlyStopping) and stopper.monitor == "val/bleu4" and stopper.patience == 3
+    assert stopper.mode == "max"
+    cfg, model = _model("xu2015", ["train.val_bleu=false"])
+    module = CaptionModule(model, cfg, "xu2015", vocab=None)
+    assert module.monitor == ("val/loss", "min") and module.configure_callbacks() == []
+    assert registry.get("xu2015").load_config("paper").train.early_stopping_patience == 10
+
+
+# -- the paper's encoders, without downloading their weights ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name, shape", [("vgg19", (512, 14, 14)), ("resnet101", (2048, 7, 7))])
+def test_torchvision_encoders_give_the_documented_features(name, shape, flickr8k):
+    """VGG-19 conv5_4 (Xu et al. §4.3: 14x14x512) and ResNet-101 layer4 (7x7x2048) on real Flickr8k images,
+    with random weights (no download), through the batched extraction that training uses."""
+    pytest.importorskip("torchvision", reason="torchvision is not installed (pip install 'attnrepro[paper]')")
+    paths = sorted((flickr8k / "Images").glob("10*.jpg"))[:2]
+    rng = torch.get_rng_state()
+    encoder = encoders.load_encoder(name, pretrained=False)
+    assert torch.equal(rng, torch.get_rng_state())
+    with torch.no_grad():
+        maps = encoder(torch.stack([encoders.read_image(p) for p in paths]))
+    assert maps.shape == (2, *shape)
+    s = encoders.spec(name)
+    assert (s.dim, s.grid, s.grid) == shape
+    features = encoders.compute_features(name, paths, batch_size=1, encoder=encoder)
+    assert features.shape == (2, s.locations, s.dim) and features.dtype == np.float16
+    np.testing.assert_allclose(features[1], maps[1].flatten(1).T.numpy(), rtol=1e-2, atol=1e-2)
+
+
+def test_missing_encoder_weights_are_one_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(encoders.EncoderError, match="encoder_weights is for vgg19/resnet101"):
+        encoders.require_encoder("efficientnet-lite0", str(tmp_path / "w.pth"))
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(encoders.EncoderError, match=r"torchvision: pip install 'attnrepro\[paper\]'"):
+            encoders.require_encoder("vgg19")
+        return
+    with pytest.raises(encoders.EncoderError, match="no such file"):
+        encoders.require_encoder("vgg19", str(tmp_path / "w.pth"))
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(encoders.EncoderError, match=r"download https://download.pytorch.org/models/vgg19-\w+\.pth"):
+        encoders.require_encoder("vgg19")
+
+
+def test_feature_device_follows_the_training_device():
+    assert encoders.feature_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert encoders.feature_device("cpu") == "cpu"
+
+
+# -- learnability ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["xu2015", "xu2015-hard"])
+def test_attention_captioner_learns_a_synthetic_image_to_caption_mapping(name):
+    """Six synthetic 'images': noise at every location but one, which holds the image's own pattern; each
+    image has its own three-word caption. Greedy decoding must reproduce all six within 300 CPU steps (both
+    variants solve it in 25-50)."""
+    from reproductions.common.beam import beam_search
+
+    torch.manual_seed(0)
+    cfg = registry.get(name).load_config("tiny", ["model.embed_dim=32", "model.hidden_dim=64",
+                                                  "model.attention_dim=32"])
+    images, locations, vocab = 6, 4, 4 + 12
+    patterns = 3.0 * torch.randn(images, D)
+    features = 0.1 * torch.randn(images, locations, D)
+    where = torch.randint(0, locations, (images,))
+    features[torch.arange(images), where] += patterns
+    captions = torch.tensor([[4 + i, 10 + i % 3, 4 + (i + 1) % images] for i in range(images)])
+    batch = {"features": features,
+             "captions_in": torch.cat([torch.full((images, 1), BOS_ID), captions], 1),
+             "captions_out": torch.cat([captions, torch.full((images, 1), 3)], 1)}  # 3: </s>
+    module = CaptionModule(registry.get(name).build(cfg, vocab), cfg, name, vocab=None)
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+    for step in range(1, 301):
+        module.train()
+        loss, _, words, _ = module._loss(batch)
+        optimizer.zero_grad()
+        (loss / words).backward()
+        optimizer.step()
+        if step % 10 == 0:
+            module.eval()
+            with torch.no_grad():
+                hyps = beam_search(module.model, features, beam=1, alpha=0.0, max_len_a=0.0, max_len_b=5)
+            if [h.tokens for h in hyps] == captions.tolist():
+                break
+    assert [h.tokens for h in hyps] == captions.tolist(), f"not learned in {step} steps"
+
+
+def test_training_without_java_stops_before_any_work(tmp_path, monkeypatch):
+    """pycocoevalcap scores the test splits after training: a missing Java is reported before training starts."""
+    from reproductions.common.caption_metrics import MetricError
+    from reproductions.common.data.caption_datamodule import CaptionDataModule
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
+    data = CaptionDataModule(registry.get("xu2015").load_config("tiny"), seed=0, cache_dir=tmp_path / "cache")
+    with pytest.raises(MetricError, match="needs Java"):
+        data.load()
+    assert not (tmp_path / "cache").exists()  # nothing read, built or cached
+
+
+def test_checkpoints_from_before_the_context_blocks_still_load():
+    for name in CAPTIONING:
+        _, model = _model(name)
+        old = {k.removeprefix("context."): v for k, v in model.state_dict().items()
+               if k not in ("context.reward_baseline", "context.baseline_steps")}
+        assert any(k.startswith("attention.") or k.startswith("image_embed.") for k in old)
+        _, fresh = _model(name)
+        fresh.load_state_dict(old)  # the old layout: context layers on the decoder, no baseline buffers
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(fresh.state_dict()[key], value)
+
+
+def test_feature_extraction_leaves_the_global_rng_alone(flickr8k):
+    """A run must do the same whether its features were cached or computed (seeds, exact resumption)."""
+
+    class Zeros(torch.nn.Module):
+        def forward(self, images):
+            return images.new_zeros(images.size(0), D, 7, 7)
+
+    paths = sorted((flickr8k / "Images").glob("10*.jpg"))[:3]
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    features = encoders.compute_features("efficientnet-lite0", paths, batch_size=2, encoder=Zeros())
+    assert features.shape == (3, L, D)
+    assert torch.equal(before, torch.get_rng_state())

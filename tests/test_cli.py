@@ -17,6 +17,13 @@ def attnrepro(*args: str, stdin: str | None = None, env: dict | None = None, cwd
                           text=True, env=full_env, cwd=cwd, timeout=600)
 
 
+def checkout_commit() -> str:
+    """What a run's provenance must record: this checkout's HEAD, or "unknown" outside a git checkout."""
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent)
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
 def assert_clean_error(result, *fragments: str):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
@@ -50,13 +57,19 @@ def test_train_writes_a_complete_run_directory(trained_runs, data_root):
     assert split["sentences"] == 20 and 0 <= split["bleu"] <= 100 and split["chrf"] > 0
     assert split["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert sum(b["n"] for b in split["bleu_by_length"]) == 20
+    # the papers' conventions beside sacreBLEU (issue 13): tokenised BLEU with compound splitting into German,
+    # No-UNK subset, Multi30k's lowercased tokenised BLEU against the official tok/ references
+    assert 0 <= split["tok_bleu"] <= 100 and "compound-split:##AT##" in split["tok_bleu_signature"]
+    assert split["no_unk_sentences"] <= 20 and "tok_bleu_no_unk" in split
+    assert 0 <= split["lc_tok_bleu"] <= 100 and list(split["lc_tok_refs"]) == [
+        "multi30k/task1/tok/test_2016_flickr.lc.norm.tok.de.gz"]
     assert metrics["training"]["steps"] > 0 and metrics["training"]["target_tokens_per_s"] > 0
     hyps = (run_dir / "hyps/test_2016_flickr.txt").read_text().splitlines()
     assert len(hyps) == 20
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["seed"] == 3 and provenance["packages"]["torch"].startswith("2.")
     assert provenance["data_checksums"]["multi30k/task1/raw/train.de.gz"].startswith("2c2b73fd")
-    assert "commit" in provenance["git"]
+    assert provenance["git"]["commit"] == checkout_commit()
     assert "--preset tiny" in (run_dir / "command.txt").read_text()
 
 
@@ -189,7 +202,8 @@ def test_multi30k_benchmark_script_writes_its_json(tmp_path, data_root):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "result.json").read_text())
     assert report["preset"] == "tiny" and set(report["runs"]) == {"bahdanau2014", "cho2014"}
-    assert report["git"]["commit"] and report["machine"]["cpus"] and report["packages"]["torch"]
+    assert report["git"]["commit"] == checkout_commit()
+    assert report["machine"]["cpus"] and report["packages"]["torch"]
     assert report["targets"]["bahdanau2014"]["met"] is False  # 200 pairs and 10 steps translate nothing
     assert report["runs"]["cho2014"]["config"]["model"]["hidden"] == 16
     assert "bahdanau2014" in result.stdout and "target bahdanau2014" in result.stdout

@@ -95,7 +95,7 @@ def test_dry_run_shows_the_plan_and_its_sbatch_script(tmp_path):
 def test_bad_plans_are_clear_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"runs": [{"reproductions": ["cho2014"], "preset": ["tiny"]}]}))
-    with pytest.raises(PlanError, match=r"bad.yaml, runs\[0\]: unknown key\(s\) \['preset'\]"):
+    with pytest.raises(PlanError, match=r"bad.yaml: unknown config key 'runs\[0\].preset'"):
         load_plan(bad)
     bad.write_text(yaml.safe_dump({"runs": [{"reproductions": ["cho2015"]}]}))
     assert_clean_error(attnrepro("sweep", str(bad)), "cho2015", "Did you mean 'cho2014'")
@@ -119,11 +119,13 @@ def test_report_over_a_sweep(four_runs, tmp_path, monkeypatch):
     import harness.report as report
 
     _, out, _ = four_runs
+    from reproductions.paper_results import PaperCell, Tolerance
+
     real = report.paper_cells()
-    assert any(c["value"] == 26.75 and c["preset"] == "paper" for c in real["bahdanau2014"])
-    fake = {"bahdanau2014": [{"model": "bahdanau2014", "label": "RNNsearch (test cell)", "preset": "tiny",
-                              "split": "test_2016_flickr", "metric": "bleu", "value": 0.5, "source": "a test table",
-                              "tolerance": {"reproduced": 1.0, "within": 2.5}}]}
+    assert any(c.value == 26.75 and c.preset == "paper" and c.model == "bahdanau2014" for c, _ in real)
+    fake = [(PaperCell(model="bahdanau2014", label="RNNsearch (test cell)", preset="tiny", dataset="multi30k",
+                       pair="en-de", split="test_2016_flickr", metric="bleu", convention="sacrebleu", value=0.5,
+                       source="a test table"), Tolerance(reproduced=1.0, within=2.5))]
     monkeypatch.setattr(report, "paper_cells", lambda: fake)
     result = build_report([out], tmp_path / "report")
     section = next(s for s in result["sections"] if s["paper"] == "bahdanau2014")

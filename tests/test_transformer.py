@@ -133,3 +133,26 @@ def test_transformer_learns_to_copy():
     hyps = beam_search(model, src, beam=1)
     exact = sum(h.tokens == s[:-1].tolist() for h, s in zip(hyps, src))
     assert exact >= 90, f"only {exact}/100 copied exactly (final loss {loss.item():.3f})"
+
+
+def test_cached_step_attention_is_the_teacher_forced_attention():
+    """The key/value cache gives the same log-probabilities and the same viewed encoder-decoder attention
+    (the maps of the figures) as the teacher-forced pass, for a chosen layer and head and for the mean."""
+    torch.manual_seed(0)
+    repro = registry.get("vaswani2017")
+    model = repro.build(repro.load_config("tiny", ["model.dropout=0.0"]), 30, 30).eval()
+    src = torch.randint(4, 30, (2, 6))
+    src[1, 4:] = 0
+    tgt_in = torch.cat([torch.full((2, 1), BOS_ID), torch.randint(4, 30, (2, 4))], 1)
+    for view in [(-1, None), (0, 1)]:
+        model.attention_view = view
+        with torch.no_grad():
+            logits, attention = model(src, tgt_in, need_weights=True)
+            assert model(src, tgt_in)[1] is None  # training never forms the weights
+            state = model.start(src)
+            for t in range(tgt_in.size(1)):
+                log_probs, state, step_attention = model.step(state, tgt_in[:, t])
+                torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(step_attention, attention[:, t], atol=1e-6, rtol=1e-5)
+        assert state["self_k0"].shape[2] == tgt_in.size(1)  # one cached key per decoded position
+        assert (attention[1, :, 4:] == 0).all()

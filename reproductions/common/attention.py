@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax over the last dim with masked positions at exactly 0."""
+    """softmax over the last dim with masked positions at exactly 0; computed in fp32 (bf16 under autocast)."""
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
 
 
@@ -44,7 +46,7 @@ class AdditiveAttention(nn.Module):
             projected_keys = self.project_keys(keys)
         scores = self.v_a(torch.tanh(self.W_a(query).unsqueeze(1) + projected_keys)).squeeze(-1)  # (B, S)
         weights = masked_softmax(scores, mask)  # (B, S)
-        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (B, Dv)
+        context = torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1)  # (B, Dv)
         return context, weights
 
 
@@ -63,26 +65,35 @@ class DotAttention(nn.Module):
         _check(query, keys, values, mask)
         scores = torch.bmm(keys, self.W(query).unsqueeze(-1)).squeeze(-1) * self.scale  # (B, S)
         weights = masked_softmax(scores, mask)
-        return torch.bmm(weights.unsqueeze(1), values).squeeze(1), weights
+        return torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1), weights
 
 
 def scaled_dot_product(q, k, v, mask=None, dropout: nn.Module | None = None):
     """Vaswani et al. 2017 (arXiv:1706.03762v7), Eq. 1: Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V.
 
     q (..., T, d_k), k (..., S, d_k), v (..., S, d_v); mask broadcastable to (..., T, S), True = may attend.
-    Returns (..., T, d_v) and the weights (..., T, S).
+    Returns (..., T, d_v) and the weights (..., T, S). The explicit form, for when the weights are wanted;
+    `MultiHeadAttention` otherwise calls the fused `F.scaled_dot_product_attention`, which computes the same.
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., T, S)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
+        scores = scores.masked_fill(~mask, float("-inf"))  # -inf exists in bf16 too, unlike -1e9 in fp16
+    # softmax statistics in fp32 under bf16 (float64 stays float64)
+    weights = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1).to(v.dtype)
     return (dropout(weights) if dropout is not None else weights) @ v, weights
 
 
 class MultiHeadAttention(nn.Module):
     """§3.2.2: MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V),
     with d_k = d_v = d_model / h. The sequence form of the shared signature: query (B, T, d_model),
-    keys/values (B, S, d_model), mask (B, T or 1, S) -> (B, T, d_model), weights (B, h, T, S)."""
+    keys/values (B, S, d_model), mask (B, T or 1, S) -> (B, T, d_model), weights (B, h, T, S).
+
+    Heads run through `F.scaled_dot_product_attention` (flash / memory-efficient kernels on GPUs, a fused
+    kernel on CPUs), which never forms the weights: they come back as None unless `need_weights=True`,
+    which takes the explicit path of Eq. 1 (figures, alignments). `is_causal=True` stands for the decoder's
+    causal mask (§3.2.3) without building it. `forward_heads` takes already projected heads, so that a
+    decoder can cache keys and values (`project_kv`) across steps.
+    """
 
     def __init__(self, d_model: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -98,10 +109,31 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.heads, self.d_k).transpose(1, 2)  # (B, h, L, d_k)
 
-    def forward(self, query, keys, values, mask=None):
+    def project_kv(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """keys, values (B, S, d_model) -> K W^K, V W^V split into heads, each (B, h, S, d_k)."""
+        return self._split(self.W_k(keys)), self._split(self.W_v(values))
+
+    def forward(self, query, keys, values, mask=None, need_weights: bool = True, is_causal: bool = False):
+        return self.forward_heads(query, *self.project_kv(keys, values), mask, need_weights, is_causal)
+
+    def forward_heads(self, query, k, v, mask=None, need_weights: bool = True, is_causal: bool = False):
+        """query (B, T, d_model), k/v (B, h, S, d_k) -> (B, T, d_model), weights (B, h, T, S) or None."""
         batch, length, _ = query.shape
-        q, k, v = self._split(self.W_q(query)), self._split(self.W_k(keys)), self._split(self.W_v(values))
-        mask = None if mask is None else mask.unsqueeze(1)  # (B, 1, T or 1, S): the same for every head
-        out, weights = scaled_dot_product(q, k, v, mask, self.dropout)  # (B, h, T, d_k), (B, h, T, S)
+        q = self._split(self.W_q(query))  # (B, h, T, d_k)
+        if mask is not None:
+            mask = mask.unsqueeze(1)  # (B, 1, T or 1, S): the same for every head
+        if is_causal:
+            assert mask is None and length == k.size(2), "is_causal stands for the whole square causal mask"
+        # PyTorch's CPU flash-attention kernel is slow in bf16 (its backward took 5x the fp32 time in
+        # benchmarks/throughput.py), while bf16 matrix products are fast there: CPUs under bf16 take Eq. 1 as written.
+        if need_weights or (q.device.type == "cpu" and q.dtype == torch.bfloat16):
+            if is_causal:
+                mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
+            out, weights = scaled_dot_product(q, k, v, mask, self.dropout)  # (B, h, T, d_k), (B, h, T, S)
+            weights = weights if need_weights else None
+        else:
+            out, weights = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0, is_causal=is_causal
+            ), None
         out = out.transpose(1, 2).reshape(batch, length, self.heads * self.d_k)  # Concat(head_1..head_h)
         return self.W_o(out), weights

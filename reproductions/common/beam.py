@@ -3,6 +3,11 @@
     state = model.start(src)                               # dict of batch-first tensors
     log_probs, state, attention = model.step(state, y_prev)  # (N, V), dict, (N, S) or None
 
+State entries named `src_*` must be functions of the source alone (encoder outputs, source masks, keys
+projected from them): they are the same for every beam of a sentence, so they are expanded to the beams once
+and never reordered. The Transformer caches keys/values (cost linear in the output length);
+`cached=False` decodes through `RecomputePrefix` instead, the reference that recomputes the whole prefix.
+
 Finished hypotheses are ranked by log p(y|x) / lp(|y|) with lp = ((5 + |y|) / 6) ** alpha
 (Wu et al. 2016, Eq. 14); alpha = 0 ranks by the raw log-probability.
 """
@@ -23,12 +28,37 @@ class Hypothesis:
     attention: torch.Tensor | None  # (len(tokens) + 1, S): one row per emitted token, </s> included
 
 
+def log_softmax_fp32(logits: torch.Tensor) -> torch.Tensor:
+    """log-softmax over the vocabulary in at least fp32 (bf16 logits under autocast; float64 stays float64)."""
+    return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+
+
 def length_penalty(length: torch.Tensor | int, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _reorder(state: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {k: v.index_select(0, index) for k, v in state.items()}
+def _reorder(state: dict[str, torch.Tensor], index: torch.Tensor, source_too: bool = False) -> dict[str, torch.Tensor]:
+    return {k: v.index_select(0, index) if source_too or not k.startswith("src_") else v for k, v in state.items()}
+
+
+class RecomputePrefix:
+    """Incremental decoding the slow way, for any model whose teacher-forced `forward(src, tgt_in)` returns
+    (logits (B, T, V), attention (B, T, S) or None): each step runs the whole prefix again and keeps the
+    last position. The reference that cached decoders are tested and benchmarked against."""
+
+    def __init__(self, model):
+        self.model = model
+        if hasattr(model, "max_decode_len"):
+            self.max_decode_len = model.max_decode_len
+
+    def start(self, src: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"src_tokens": src, "prefix": src.new_empty((src.size(0), 0), dtype=torch.long)}
+
+    def step(self, state: dict[str, torch.Tensor], y_prev: torch.Tensor):
+        prefix = torch.cat([state["prefix"], y_prev.unsqueeze(1)], dim=1)  # (N, t)
+        logits, attention = self.model(state["src_tokens"], prefix)  # (N, t, V), (N, t, S) or None
+        attention = None if attention is None else attention[:, -1]
+        return log_softmax_fp32(logits[:, -1]), {**state, "prefix": prefix}, attention
 
 
 @torch.no_grad()
@@ -40,15 +70,19 @@ def beam_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     keep_attention: bool = False,
+    cached: bool = True,
 ) -> list[Hypothesis]:
     """src (B, S) token ids padded with PAD_ID -> the best hypothesis per sentence. A float `src` (image
-    features, B x L x D) has no length: its hypotheses stop at `max_len_b` tokens."""
+    features, B x L x D) has no length: its hypotheses stop at `max_len_b` tokens. `cached=False` decodes
+    through `RecomputePrefix(model)`."""
+    if not cached:
+        model = RecomputePrefix(model)
     batch, device = src.size(0), src.device
     if src.is_floating_point():
         src_len = torch.zeros(batch, dtype=torch.long, device=device)
     else:
         src_len = (src != PAD_ID).sum(1)  # (B,)
-    state = _reorder(model.start(src), torch.arange(batch, device=device).repeat_interleave(beam))
+    state = _reorder(model.start(src), torch.arange(batch, device=device).repeat_interleave(beam), source_too=True)
     y_prev = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
     scores = torch.full((batch, beam), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep one alive
@@ -76,7 +110,7 @@ def beam_search(
         is_eos = token == EOS_ID
 
         if attention is not None and keep_attention:
-            step_attn = attention.view(batch, beam, -1)
+            step_attn = attention.float().view(batch, beam, -1)  # fp32 even under autocast
             attn_history = step_attn.unsqueeze(2) if attn_history is None else torch.cat(
                 [attn_history, step_attn.unsqueeze(2)], dim=2
             )  # (B, K, t+1, S)

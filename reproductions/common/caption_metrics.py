@@ -21,12 +21,16 @@ class MetricError(AttnreproError):
     pass
 
 
-def caption_scores(hyps: list[str], refs: list[list[str]]) -> dict:
-    """Corpus scores of hypotheses against their references (one list of references per hypothesis)."""
+def require_java() -> None:
+    """One clear error before any work when Java (pycocoevalcap's PTB tokenizer and METEOR) is missing."""
     if shutil.which("java") is None:
         raise MetricError("pycocoevalcap needs Java for its PTB tokenizer and METEOR; install a JRE "
                           "(e.g. apt-get install default-jre-headless) and try again")
-    from pycocoevalcap.bleu.bleu import Bleu
+
+
+def caption_scores(hyps: list[str], refs: list[list[str]]) -> dict:
+    """Corpus scores of hypotheses against their references (one list of references per hypothesis)."""
+    require_java()
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
@@ -38,11 +42,15 @@ def caption_scores(hyps: list[str], refs: list[list[str]]) -> dict:
     # Newlines would break the line-based tokenizer and METEOR's pipe: captions are one line each.
     gts = tokenizer.tokenize({i: [{"caption": " ".join(r.split())} for r in rs] for i, rs in enumerate(refs)})
     res = tokenizer.tokenize({i: [{"caption": " ".join(h.split()) or "."}] for i, h in enumerate(hyps)})
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    bleu = coco_bleu(gts, res)
     meteor_score, _ = Meteor().compute_score(gts, res)  # its java process ends when the object is collected
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
-    scores = {f"bleu{n + 1}": round(100 * b, 2) for n, b in enumerate(bleu)}
+    scores = {f"bleu{n + 1}": round(100 * b, 2) for n, b in enumerate(bleu["bleu"])}
+    # Xu et al. 2015 (§5) and Vinyals et al. 2015 report BLEU without the brevity penalty: beside pycocoevalcap's
+    scores.update({f"bleu{n + 1}_nobp": round(100 * b, 2) for n, b in enumerate(bleu["bleu_nobp"])})
+    scores.update({"bleu_length_ratio": round(bleu["ratio"], 4), "bleu_brevity_penalty": round(bleu["bp"], 4),
+                   "bleu_hyp_len": bleu["hyp_len"], "bleu_ref_len": bleu["ref_len"]})
     scores.update({
         "meteor": round(100 * meteor_score, 2),
         "rouge_l": round(100 * rouge, 2),
@@ -55,6 +63,9 @@ def caption_scores(hyps: list[str], refs: list[list[str]]) -> dict:
             "pycocoevalcap": metadata.version("pycocoevalcap"),
             "tokenizer": "PTBTokenizer (Stanford CoreNLP 3.4.1), punctuation removed",
             "bleu": "Bleu(4), option 'closest' reference length, with brevity penalty",
+            "bleu_nobp": "the same counts without the brevity penalty (bleuN / bleu_brevity_penalty), as Xu et al. "
+                         "2015 and Vinyals et al. 2015 report; bleu_length_ratio = hypothesis / closest reference "
+                         "tokens over the corpus, bleu_brevity_penalty = exp(1 - 1/ratio) when ratio < 1, else 1",
             "meteor": "METEOR 1.5 (-l en -norm)",
             "rouge": "ROUGE-L (beta 1.2)",
             "cider": "CIDEr-D (sigma 6, clipped counts, idf over the scored split's references)",
@@ -62,6 +73,27 @@ def caption_scores(hyps: list[str], refs: list[list[str]]) -> dict:
         },
     })
     return scores
+
+
+def coco_bleu(gts: dict, res: dict, n: int = 4) -> dict:
+    """pycocoevalcap's corpus BLEU-1..n of PTB-tokenised captions (`gts`: id -> references, `res`: id -> [one
+    hypothesis]), with and without its brevity penalty, and the lengths behind the penalty. pycocoevalcap's own
+    `BleuScorer` counts n-grams and lengths exactly as its `Bleu(4)` does (option 'closest')."""
+    import math
+
+    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+
+    if gts.keys() != res.keys():
+        raise MetricError("hypotheses and references are for different images")
+    scorer = BleuScorer(n=n)
+    for key in gts:
+        scorer += (res[key][0], gts[key])
+    bleu, _ = scorer.compute_score(option="closest", verbose=0)
+    hyp_len, ref_len = scorer.testlen(option="closest"), scorer.reflen(option="closest")
+    ratio = hyp_len / ref_len if ref_len else 0.0
+    bp = math.exp(1 - 1 / ratio) if 0 < ratio < 1 else (1.0 if ratio >= 1 else 0.0)
+    nobp = [b / bp if bp else 0.0 for b in bleu]  # pycocoevalcap multiplies every BLEU-n by the same penalty
+    return {"bleu": bleu, "bleu_nobp": nobp, "ratio": ratio, "bp": bp, "hyp_len": hyp_len, "ref_len": ref_len}
 
 
 def per_image_cider(hyps: list[str], refs: list[list[str]]):

@@ -52,6 +52,12 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
         (item_hint, *_) = typing.get_args(hint) or (Any,)
         return [_coerce(v, item_hint, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping, got {value!r}")
+        key_hint, value_hint = typing.get_args(hint) or (Any, Any)
+        return {_coerce(k, key_hint, f"{key}.{k}", where): _coerce(v, value_hint, f"{key}.{k}", where)
+                for k, v in value.items()}
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: '{key}' is a section; give a mapping, got {value!r}")
@@ -121,3 +127,18 @@ def load_config(cls: type, path: Path | None = None, overrides: list[str] | tupl
         _set_dotted(data, key, value)
         cfg = from_dict(cls, data, f"--set {text}")
     return cfg
+
+
+def load_yaml(cls: type, path: Path | str, what: str | None = None) -> Any:
+    """Any YAML settings file (a plan, a board, SLURM settings, paper_results.yaml) as the dataclass `cls`:
+    the same key and type checks as the presets, so an unknown key is one error naming the file and the key."""
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what or 'file'} {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping of {what or 'settings'} keys")
+    return from_dict(cls, loaded, str(path))

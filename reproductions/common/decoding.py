@@ -7,6 +7,7 @@ from tqdm.auto import tqdm
 
 from .beam import Hypothesis, beam_search
 from .data.vocab import EOS_ID, PAD_ID, Vocab
+from .precision import autocast
 from .translation_config import DecodeConfig
 
 
@@ -20,8 +21,11 @@ def translate_texts(
     keep_attention: bool = False,
     progress: bool = True,
     desc: str = "decoding",
+    precision: str = "32-true",
+    cached: bool = True,
 ) -> tuple[list[str], list[Hypothesis]]:
-    """-> detokenised hypotheses and the raw `Hypothesis` objects, both in the order of `texts`."""
+    """-> detokenised hypotheses and the raw `Hypothesis` objects, both in the order of `texts`. `precision`
+    (a resolved `train.precision`) sets autocast; `cached=False` recomputes every prefix (the reference)."""
     ids = [src_vocab.encode(t) + [EOS_ID] for t in texts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     hyps: list[Hypothesis | None] = [None] * len(ids)
@@ -32,15 +36,17 @@ def translate_texts(
         src = torch.full((len(chunk), width), PAD_ID, dtype=torch.long)
         for row, i in enumerate(chunk):
             src[row, : len(ids[i])] = torch.tensor(ids[i])
-        best = beam_search(
-            model,
-            src.to(device),
-            beam=decode.beam,
-            alpha=decode.length_penalty,
-            max_len_a=decode.max_len_a,
-            max_len_b=decode.max_len_b,
-            keep_attention=keep_attention,
-        )
+        with autocast(precision, device):
+            best = beam_search(
+                model,
+                src.to(device),
+                beam=decode.beam,
+                alpha=decode.length_penalty,
+                max_len_a=decode.max_len_a,
+                max_len_b=decode.max_len_b,
+                keep_attention=keep_attention,
+                cached=cached,
+            )
         for i, hyp in zip(chunk, best):
             hyps[i] = hyp
         bar.update(len(chunk))

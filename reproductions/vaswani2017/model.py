@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..common.attention import MultiHeadAttention
+from ..common.beam import log_softmax_fp32
 from ..common.config import ConfigError
 from ..common.data.vocab import PAD_ID
 from ..common.translation_config import TranslationConfig
@@ -65,9 +66,9 @@ class EncoderLayer(nn.Module):
         self.norm_1, self.norm_2 = nn.LayerNorm(m.d_model), nn.LayerNorm(m.d_model)
         self.dropout = nn.Dropout(m.dropout)
 
-    def forward(self, x, mask):
-        """x (B, S, d), mask (B, 1, S) -> x (B, S, d), self-attention (B, h, S, S)."""
-        attended, weights = self.self_attn(x, x, x, mask)
+    def forward(self, x, mask, need_weights: bool = False):
+        """x (B, S, d), mask (B, 1, S) -> x (B, S, d), self-attention (B, h, S, S) or None."""
+        attended, weights = self.self_attn(x, x, x, mask, need_weights=need_weights)
         x = self.norm_1(x + self.dropout(attended))
         return self.norm_2(x + self.dropout(self.ffn(x))), weights
 
@@ -81,11 +82,22 @@ class DecoderLayer(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(m.d_model) for _ in range(3))
         self.dropout = nn.Dropout(m.dropout)
 
-    def forward(self, y, memory, causal_mask, src_mask):
-        """y (B, T, d), memory (B, S, d) -> y (B, T, d), encoder-decoder attention (B, h, T, S)."""
-        attended, _ = self.self_attn(y, y, y, causal_mask)
+    def forward(self, y, memory, src_mask, need_weights: bool = False):
+        """y (B, T, d), memory (B, S, d) -> y (B, T, d), encoder-decoder attention (B, h, T, S) or None."""
+        attended, _ = self.self_attn(y, y, y, need_weights=False, is_causal=True)  # §3.2.3: no look ahead
+        return self._cross_and_ffn(y, attended, *self.cross_attn.project_kv(memory, memory), src_mask, need_weights)
+
+    def step(self, y, cache: dict[str, torch.Tensor], i: int, src_mask, need_weights: bool):
+        """One new position y (N, 1, d) against the cached keys/values of layer i (updated in `cache`)."""
+        k, v = self.self_attn.project_kv(y, y)  # (N, h, 1, d_k)
+        cache[f"self_k{i}"] = k = torch.cat([cache[f"self_k{i}"], k], dim=2)  # (N, h, t, d_k)
+        cache[f"self_v{i}"] = v = torch.cat([cache[f"self_v{i}"], v], dim=2)
+        attended, _ = self.self_attn.forward_heads(y, k, v, need_weights=False)  # the prefix is all in the past
+        return self._cross_and_ffn(y, attended, cache[f"src_k{i}"], cache[f"src_v{i}"], src_mask, need_weights)
+
+    def _cross_and_ffn(self, y, attended, memory_k, memory_v, src_mask, need_weights: bool):
         y = self.norms[0](y + self.dropout(attended))
-        attended, weights = self.cross_attn(y, memory, memory, src_mask)
+        attended, weights = self.cross_attn.forward_heads(y, memory_k, memory_v, src_mask, need_weights=need_weights)
         y = self.norms[1](y + self.dropout(attended))
         return self.norms[2](y + self.dropout(self.ffn(y))), weights
 
@@ -116,57 +128,76 @@ class Transformer(nn.Module):
             nn.init.normal_(embed.weight, std=self.d_model**-0.5)
             nn.init.zeros_(embed.weight[PAD_ID])
 
-    def _embed(self, embed: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
-        length = tokens.size(1)
-        if length > self.positions.size(0):
-            raise ValueError(f"sequence of {length} tokens exceeds model.max_positions={self.positions.size(0)}")
+    def _embed(self, embed: nn.Embedding, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        end = offset + tokens.size(1)
+        if end > self.positions.size(0):
+            raise ValueError(f"sequence of {end} tokens exceeds model.max_positions={self.positions.size(0)}")
         # §3.4: embeddings times sqrt(d_model); §5.4: dropout on the sums of embeddings and positions.
-        return self.dropout(embed(tokens) * math.sqrt(self.d_model) + self.positions[:length])
+        return self.dropout(embed(tokens) * math.sqrt(self.d_model) + self.positions[offset:end])
 
-    def encode(self, src: torch.Tensor):
-        """src (B, S) -> memory (B, S, d), source mask (B, 1, S), self-attention per layer [(B, h, S, S)]."""
+    def encode(self, src: torch.Tensor, need_weights: bool = False):
+        """src (B, S) -> memory (B, S, d), source mask (B, 1, S), self-attention per layer [(B, h, S, S)]
+        (an empty list unless `need_weights`)."""
         src_mask = (src != PAD_ID).unsqueeze(1)
         x, weights = self._embed(self.src_embed, src), []
         for layer in self.encoder:
-            x, w = layer(x, src_mask)
+            x, w = layer(x, src_mask, need_weights)
             weights.append(w)
-        return x, src_mask, weights
+        return x, src_mask, weights if need_weights else []
 
-    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor):
-        """tgt_in (B, T) -> logits (B, T, V), encoder-decoder attention per layer [(B, h, T, S)]."""
-        length = tgt_in.size(1)
-        causal = torch.ones(length, length, dtype=torch.bool, device=tgt_in.device).tril().unsqueeze(0)  # (1, T, T)
-        y, weights = self._embed(self.tgt_embed, tgt_in), []
-        for layer in self.decoder:
-            y, w = layer(y, memory, causal, src_mask)
-            weights.append(w)
-        return y @ self.tgt_embed.weight.t(), weights  # §3.4: the shared matrix is the pre-softmax projection
+    def _viewed_layer(self) -> int:
+        return self.attention_view[0] % len(self.decoder)
 
-    def _view(self, weights: list[torch.Tensor]) -> torch.Tensor:
-        layer, head = self.attention_view
-        w = weights[layer]  # (B, h, T, S)
-        return w.mean(1) if head is None else w[:, head]
+    def _view(self, weights: torch.Tensor) -> torch.Tensor:
+        """(B, h, T, S) of the viewed layer -> (B, T, S): one head, or the mean over heads."""
+        head = self.attention_view[1]
+        return weights.mean(1) if head is None else weights[:, head]
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor):
-        """Teacher-forced: logits (B, T, V) and the viewed encoder-decoder attention (B, T, S)."""
+    def _logits(self, y: torch.Tensor) -> torch.Tensor:
+        return y @ self.tgt_embed.weight.t()  # §3.4: the shared matrix is the pre-softmax projection
+
+    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, need_weights: bool = False):
+        """tgt_in (B, T) -> logits (B, T, V), the viewed encoder-decoder attention (B, T, S) or None."""
+        y, attention = self._embed(self.tgt_embed, tgt_in), None
+        for i, layer in enumerate(self.decoder):
+            y, w = layer(y, memory, src_mask, need_weights and i == self._viewed_layer())
+            attention = attention if w is None else self._view(w)
+        return self._logits(y), attention
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, need_weights: bool = False):
+        """Teacher-forced: logits (B, T, V) and the viewed encoder-decoder attention (B, T, S), which only
+        `need_weights=True` computes (None otherwise: training takes the fused attention kernels)."""
         memory, src_mask, _ = self.encode(src)
-        logits, weights = self.decode(tgt_in, memory, src_mask)
-        return logits, self._view(weights)
+        return self.decode(tgt_in, memory, src_mask, need_weights)
+
+    # Incremental decoding (the interface of `reproductions.common.beam`) with a key/value cache: each step
+    # feeds only the newest token, attends to the cached keys/values of the earlier positions and projects
+    # one position onto the vocabulary, so a hypothesis of length T costs O(T) layer passes, not O(T^2).
+    # The source's keys/values (`src_*`: the same for every beam of a sentence) are projected once.
+    # `beam_search(..., cached=False)` recomputes the whole prefix instead (the reference for the tests).
 
     def start(self, src: torch.Tensor) -> dict[str, torch.Tensor]:
         memory, src_mask, _ = self.encode(src)
-        return {"memory": memory, "src_mask": src_mask, "prefix": src.new_empty((src.size(0), 0))}
+        state = {"src_mask": src_mask}
+        empty = memory.new_empty((src.size(0), self.decoder[0].self_attn.heads, 0, self.decoder[0].self_attn.d_k))
+        for i, layer in enumerate(self.decoder):
+            state[f"src_k{i}"], state[f"src_v{i}"] = layer.cross_attn.project_kv(memory, memory)  # (B, h, S, d_k)
+            state[f"self_k{i}"], state[f"self_v{i}"] = empty, empty  # (B, h, 0, d_k), grown by each step
+        return state
 
     def step(self, state: dict[str, torch.Tensor], y_prev: torch.Tensor):
-        # The whole prefix is decoded again at each step: simple, and cheap at these lengths.
-        prefix = torch.cat([state["prefix"], y_prev.unsqueeze(1)], dim=1)  # (N, t)
-        logits, weights = self.decode(prefix, state["memory"], state["src_mask"])
-        attention = self._view(weights)[:, -1]  # (N, S)
-        return torch.log_softmax(logits[:, -1], dim=-1), {**state, "prefix": prefix}, attention
+        """y_prev (N,) -> log-probs (N, V) of the next token, the new state, the viewed attention (N, S)."""
+        state = dict(state)
+        y = self._embed(self.tgt_embed, y_prev.unsqueeze(1), offset=state["self_k0"].size(2))  # (N, 1, d)
+        attention = None
+        for i, layer in enumerate(self.decoder):
+            y, w = layer.step(y, state, i, state["src_mask"], need_weights=i == self._viewed_layer())
+            attention = attention if w is None else self._view(w)[:, 0]  # (N, S)
+        return log_softmax_fp32(self._logits(y[:, 0])), state, attention
 
     def encoder_self_attention(self, src: torch.Tensor) -> torch.Tensor:
         """(L, h, S, S) for one sentence src (1, S): the view of the paper's Figs. 3-5."""
-        _, _, weights = self.encode(src)
+        _, _, weights = self.encode(src, need_weights=True)
         return torch.stack([w[0] for w in weights])
 
 

@@ -124,7 +124,10 @@ def load_karpathy(json_path: str | None, split: str, images_dir: str | None) -> 
     names = [f"{im['filepath']}/{im['filename']}" if im.get("filepath") else im["filename"] for im in rows]
     paths = [folder / n for n in names]
     _check_files(paths, split)
-    return CaptionSplit(split, names, paths, [[s["raw"].strip() for s in im["sentences"]] for im in rows])
+    # The words of Karpathy's `tokens` (lower-cased, punctuation removed; pycocoevalcap's PTB tokenizer removes
+    # it too), split on whitespace like Flickr8k's pre-tokenized captions; `raw` where there are none.
+    return CaptionSplit(split, names, paths, [[" ".join(s["tokens"]) if s.get("tokens") else s["raw"].strip()
+                                               for s in im["sentences"]] for im in rows])
 
 
 def load_captions(cfg, split: str) -> CaptionSplit:

@@ -39,6 +39,21 @@ _MULTI30K_SHA256 = {
     ("val", "en"): "1f2a23d992769b5b3d209b0a10dd0b77c08cceb1f20dfb97ed0aafa49d107227",
     ("val", "fr"): "5304e444d842e962b2dda4d816b70b22a1765b15401642b7ca37a67477e708dc",
 }
+# sha256 of the decompressed text of multi30k/dataset@a3d2e0d26b56 data/task1/tok/{split}.lc.norm.tok.{lang}: the
+# official lowercased, Moses-tokenised references the Multi30k literature scores against (metrics.lc_tok_bleu).
+_MULTI30K_TOK_SHA256 = {
+    ("test_2016_flickr", "cs"): "748c8816de928732365176e5c5d2f9bbabcec9b8d4448fba2d230feb057898a7",
+    ("test_2016_flickr", "de"): "c6a33d39d48f9f510de147651316cd9d918e09ad0219df734a2f16b6baccacc4",
+    ("test_2016_flickr", "en"): "5b7f32627cf99eced828311b955dae9800bb52bc8b91cf8b6526829e605b29d2",
+    ("test_2016_flickr", "fr"): "1463bd5960f9bfe098ec3cd752d3df0c49c84dc646fb518964a29232658cd836",
+    ("test_2017_flickr", "de"): "02067e4a9402786a4fcb8c1b6f4307e4a5073ced64800abead5273b54f5f31f6",
+    ("test_2017_flickr", "en"): "c9d1dfd7a26add989382e534af235af9f0f658b2a30e7eb0efdaf142496ee54f",
+    ("test_2017_flickr", "fr"): "c0583117a47b31e8a6c6a97cfe8de153e462074668f4e994764fcc80b21d33b4",
+    ("val", "cs"): "b87ee4917f4a0f9ca6cca03e402026c9f4437dc1bd6a7dadfd2544ecfb6c5501",
+    ("val", "de"): "97232bd273eceb7207f689527386a97e4be2616b18ada47576bdaf96c8ae1f00",
+    ("val", "en"): "46573ce391ae227f1c72f873392436a20ef18e0a6d518098cfbd70b77c8572ec",
+    ("val", "fr"): "b303e301aa21fe7822a846b2b3fb2d5a1121ec807cd5b1d006fb7b2b5507168a",
+}
 # sha256 of the text of Helsinki-NLP/OPUS-MT-testsets@ac0f19c0be3c datasets/statmt/wmt_newstest/...
 _WMT14_SHA256 = {
     "2012/newstest2012.de": "946b9587b79271b0f3ce9cc8c0e5b310e3021ef598e1ba5dc2a24fef8960de30",
@@ -67,6 +82,25 @@ def multi30k_file(split: str, lang: str) -> DataFile:
         url=f"https://raw.githubusercontent.com/multi30k/dataset/{MULTI30K_COMMIT}/data/task1/raw/{split}.{lang}.gz",
         text_sha256=_MULTI30K_SHA256[(split, lang)],
     )
+
+
+def multi30k_tok_lines(split: str, lang: str) -> tuple[list[str], dict[str, str]]:
+    """(lines, {relpath: text sha256}) of the official tokenised references of `split` (`A+B` concatenates);
+    LookupError for a split or language without checksummed ones (the blind test sets, train)."""
+    lines, relpaths = [], {}
+    for part in split.split("+"):
+        if (part, lang) not in _MULTI30K_TOK_SHA256:
+            raise LookupError(f"no official tokenised Multi30k references for {part}.{lang} "
+                              f"(shipped: {', '.join(sorted({s for s, _ in _MULTI30K_TOK_SHA256}))})")
+        file = DataFile(
+            relpath=f"multi30k/task1/tok/{part}.lc.norm.tok.{lang}.gz",
+            url=f"https://raw.githubusercontent.com/multi30k/dataset/{MULTI30K_COMMIT}/data/task1/tok/"
+            f"{part}.lc.norm.tok.{lang}",
+            text_sha256=_MULTI30K_TOK_SHA256[(part, lang)],
+        )
+        lines += read_lines(file)
+        relpaths[file.relpath] = file.text_sha256
+    return lines, relpaths
 
 
 def wmt14_file(split: str, lang: str, pair: str) -> DataFile:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..io import atomic_write_text
@@ -36,8 +37,14 @@ class Vocab:
     def tokens(self, text: str) -> list[str]:
         return self.tokenizer.encode(text).tokens
 
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode([i for i in ids if i > EOS_ID]).strip()
+    def decode(self, ids: list[int], keep_unk: bool = False) -> str:
+        """Text of `ids` without specials. `keep_unk`: unknown tokens stay, each as a word of its own `<unk>`
+        (the output as Bahdanau et al. scored it, Table 1)."""
+        if not keep_unk:
+            return self.tokenizer.decode([i for i in ids if i > EOS_ID]).strip()
+        pieces = ["\u2581" + UNK if i == UNK_ID else self.tokenizer.id_to_token(i) for i in ids
+                  if i > EOS_ID or i == UNK_ID]
+        return self.tokenizer.decoder.decode(pieces).strip() if pieces else ""
 
     def id_to_token(self, idx: int) -> str:
         return self.tokenizer.id_to_token(idx)
@@ -52,7 +59,10 @@ class Vocab:
         return cls(Tokenizer.from_str(text))
 
 
-def train_vocab(texts: list[str], kind: str, size: int) -> Vocab:
+def train_vocab(texts: Iterable[str] | Iterable[list[str]], kind: str, size: int,
+                length: int | None = None) -> Vocab:
+    """Train on `texts`, any iterable of strings or of lists of strings (chunks): it is consumed as a
+    stream, so the corpus is never held as Python strings (the trainer keeps only word counts)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if kind == "bpe":
@@ -65,7 +75,9 @@ def train_vocab(texts: list[str], kind: str, size: int) -> Vocab:
         raise ValueError(f"unknown vocabulary kind '{kind}' (bpe or word)")
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
     tokenizer.decoder = decoders.Metaspace()
-    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    if length is None and isinstance(texts, list):
+        length = len(texts)
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=length)
     return Vocab(tokenizer)
 
 
@@ -91,26 +103,36 @@ def build_vocabs(train, kind: str, size: int, joint: bool, cache_dir: Path) -> t
     return src, tgt
 
 
+def vocabs_for_corpus(chunks: Callable[[], Iterator[tuple[list[str], list[str]]]], corpus_key: str, kind: str,
+                      size: int, joint: bool, every: int, cache_dir: Path) -> tuple[Vocab, Vocab]:
+    """(src, tgt) vocabularies trained on a streamed bitext (`chunks()` yields (src texts, tgt texts) chunks
+    anew on each call), keyed by the corpus' identity instead of its text. `every` > 1 trains on every
+    every-th pair only (a sample spread over the whole corpus, for very large ones)."""
+    from filelock import FileLock
 
-def build_caption_vocab(captions: list[str], min_count: int, max_size: int, cache_dir: Path) -> Vocab:
-    """Lower-cased words seen at least `min_count` times in the training captions (at most `max_size`
-    entries, specials included); the rest map to <unk>. Cached by content like `build_vocabs`."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    key = hashlib.sha256(f"{corpus_key}|{kind}|{size}|{joint}|{every}".encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "vocab" / f"{kind}-{size}-{'joint' if joint else 'split'}-stream-{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):  # DDP ranks started together: one trains, the others wait and read
+        if path.exists():
+            try:
+                stored = json.loads(path.read_text())
+                return Vocab.from_json(stored["src"]), Vocab.from_json(stored["tgt"])
+            except Exception:  # a damaged cache entry is rebuilt, never trusted
+                path.unlink(missing_ok=True)
+        src, tgt = _train_pair(chunks, kind, size, joint, every)
+        atomic_write_text(path, json.dumps({"src": src.to_json(), "tgt": tgt.to_json()}))
+    return src, tgt
 
-    digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / "vocab" / f"captions-{min_count}-{max_size}-{digest}.json"
-    if path.exists():
-        try:
-            return Vocab.from_json(path.read_text())
-        except Exception:  # a damaged cache entry is rebuilt, never trusted
-            path.unlink(missing_ok=True)
-    tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
-    tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.WordLevelTrainer(vocab_size=max_size, min_frequency=min_count, special_tokens=SPECIALS,
-                                        show_progress=False)
-    tokenizer.train_from_iterator(captions, trainer=trainer, length=len(captions))
-    vocab = Vocab(tokenizer)
-    atomic_write_text(path, vocab.to_json())
-    return vocab
+
+def _train_pair(chunks, kind: str, size: int, joint: bool, every: int) -> tuple[Vocab, Vocab]:
+    def side(which: int | None) -> Iterator[list[str]]:
+        for pair in chunks():
+            for index, texts in enumerate(pair):
+                if which is None or which == index:
+                    yield texts[::every] if every > 1 else texts
+
+    if joint:
+        vocab = train_vocab(side(None), kind, size)
+        return vocab, vocab
+    return train_vocab(side(0), kind, size), train_vocab(side(1), kind, size)

@@ -151,7 +151,9 @@ def newest_checkpoint(run_dir: Path) -> Path:
 
 
 def curves_until(run_dir: Path, checkpoint: Path) -> list[dict]:
-    """Learning-curve rows logged up to the checkpoint's step (later rows are redone by the resumed run)."""
+    """Learning-curve rows of the steps the checkpoint holds (later rows are redone by the resumed run). Row
+    `step` k is batch k (its learning rate, its loss): a checkpoint at global_step G holds batches 0..G-1. A
+    graceful stop (SIGTERM on a SLURM requeue) flushes rows past the checkpoint; SIGKILL may not."""
     import csv
 
     import torch
@@ -161,7 +163,7 @@ def curves_until(run_dir: Path, checkpoint: Path) -> list[dict]:
         return []
     step = torch.load(checkpoint, map_location="cpu", weights_only=True).get("global_step", 0)
     with open(path, newline="") as fh:
-        return [row for row in csv.DictReader(fh) if row.get("step") and int(float(row["step"])) <= step]
+        return [row for row in csv.DictReader(fh) if row.get("step") and int(float(row["step"])) < step]
 
 
 def prepend_curves(run_dir: Path, rows: list[dict]) -> None:

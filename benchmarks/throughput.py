@@ -1,0 +1,365 @@
+"""Throughput against the hardware's own limit, every number a ratio within one run on one machine.
+
+Measures, on the device at hand (CUDA when present, else the CPU), unchanged on either:
+- the machine's matrix-product rate in fp32 and bf16 (square products, TFLOP/s);
+- training target tokens/s of each translation model at `cpu` and `paper` sizes and each captioner, in fp32
+  and in the `auto` precision (common/precision.py), with the fraction of the matching matrix rate reached
+  (matrix-product FLOPs per target token from FlopCounterMode, forward and backward);
+- with `--checkpoint RUN_DIR` (a trained translation model, repeatable): decoding sentences/s of a test split at
+  beam 5, beam 4 and greedy in fp32 and auto precision with the key/value cache, its sacreBLEU, and beam 5
+  through the uncached path (every prefix recomputed) on the first `--uncached-limit` sentences, against the
+  cached path on the same sentences; the agreement of their hypotheses.
+
+A training measurement is the model's own step (forward, per-token loss in fp32, backward, gradient clipping,
+the configured optimiser; fused Adam on CUDA) on real Multi30k batches of the `cpu` preset's data (paper-size
+models keep that data and batch budget: on one machine the batch size is a choice, the model size is what is
+measured), after warm-up steps, timed with the device synchronised only at both ends. Captioners train on
+random features of the encoder's shape (the features are cached in real runs) and 12-word captions; they
+decode with untrained weights, so every caption runs to `decode.max_len` (the worst case).
+
+    python benchmarks/throughput.py --checkpoint runs/transformer-cpu      # about 10 minutes on 2 CPU cores
+    python benchmarks/throughput.py --models vaswani2017 --sizes cpu --seconds 5   # a quick look
+
+Targets (issue 14): the cpu-size Transformer in auto precision >= 1.8x its fp32 tokens/s (on a CPU with
+AVX512-BF16/AMX); a trained cpu-preset Transformer decodes test_2016_flickr at beam 5 at >= 40 sentences/s and
+>= 3x its uncached path; on an H100/H200-class GPU paper-base bf16 >= 3x its fp32 tokens/s and >= 35% of the
+measured bf16 matrix rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import os
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from harness.benchmark import provenance
+from reproductions import registry, tasks
+from reproductions.common.data.sources import cache_root
+from reproductions.common.data.vocab import PAD_ID
+from reproductions.common.flops import flops_per_target_token
+from reproductions.common.io import atomic_write_json
+from reproductions.common.optim import configure_optimizers
+from reproductions.common.precision import autocast, resolve_precision
+
+TRANSLATION = ["bahdanau2014", "cho2014", "vaswani2017"]
+CAPTIONING = ["xu2015", "vinyals2015"]
+TARGETS = {"cpu_transformer_auto_over_fp32": 1.8, "decode_beam5_sentences_per_s": 40.0,
+           "decode_beam5_cached_over_uncached": 3.0, "gpu_paper_transformer_bf16_over_fp32": 3.0,
+           "gpu_paper_transformer_fraction_of_bf16_matmul": 0.35}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rates(device: torch.device, seconds: float, rounds: int = 4) -> dict:
+    """TFLOP/s of square fp32 and bf16 matrix products of a size that fills the device (2 n^3 FLOPs each),
+    in alternating slices as the training measurements are."""
+    n = 8192 if device.type == "cuda" else 1024
+    operands = {name: [torch.randn(n, n, device=device, dtype=dtype) for _ in range(2)]
+                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    done = {name: [0, 0.0] for name in operands}
+    for a, b in operands.values():
+        for _ in range(3):
+            a @ b
+    for _ in range(rounds):
+        for name, (a, b) in operands.items():
+            def product(a=a, b=b):
+                for _ in range(10 if device.type == "cuda" else 1):
+                    a @ b
+            count, elapsed = timed_steps(product, device, seconds / rounds, min_steps=1)
+            done[name][0] += count * (10 if device.type == "cuda" else 1)
+            done[name][1] += elapsed
+    return {name: {"n": n, "tflops": round(2 * n**3 * count / elapsed / 1e12, 3)}
+            for name, (count, elapsed) in done.items()}
+
+
+def timed_steps(step, device: torch.device, seconds: float, min_steps: int = 2) -> tuple[int, float]:
+    """Run `step` for `seconds` (at least `min_steps` times) -> (steps, seconds). On a GPU the host queues
+    steps ahead; the device is synchronised only at both ends."""
+    sync(device)
+    count, start = 0, time.perf_counter()
+    while count < min_steps or time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    sync(device)
+    return count, time.perf_counter() - start
+
+
+def translation_setup(name: str, size: str, cache: dict) -> tuple:
+    """(config, batches on the CPU, vocab sizes): the model section of preset `size`, the `cpu` preset's data."""
+    repro = registry.get(name)
+    cfg = repro.load_config("cpu")
+    if size != "cpu":
+        sized = repro.load_config(size)
+        cfg.model, cfg.optim = sized.model, sized.optim
+    key = str(cfg.data)
+    if key not in cache:
+        data = tasks.get("translation").data_module(cfg, 1, cache_root())
+        data.load()
+        batches = list(itertools.islice(iter(data.train_dataloader()), 24))
+        cache[key] = (batches, len(data.src_vocab), len(data.tgt_vocab))
+    return repro, cfg, *cache[key]
+
+
+class Trainer:
+    """One model's training step in one precision, on batches already on the device."""
+
+    def __init__(self, model, cfg, batches: list[dict], keys: tuple[str, str, str], precision: str,
+                 device: torch.device):
+        self.model, self.keys, self.precision, self.device = model.to(device).train(), keys, precision, device
+        self.batches = [{k: v.to(device) for k, v in b.items() if isinstance(v, torch.Tensor)} for b in batches]
+        self.tokens = [int((b[keys[2]] != PAD_ID).sum()) for b in self.batches]  # counted before any clock starts
+        setup = configure_optimizers(cfg.optim, model.parameters())
+        self.optimizer = setup["optimizer"] if isinstance(setup, dict) else setup
+        self.clip = getattr(cfg.optim, "clip_norm", None)
+        self.steps = self.tokens_done = 0
+
+    def step(self) -> None:
+        import torch.nn.functional as F
+
+        i = self.steps % len(self.batches)
+        batch, (src, tgt_in, tgt_out) = self.batches[i], self.keys
+        with autocast(self.precision, self.device):
+            logits, _ = self.model(batch[src], batch[tgt_in])
+            loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), batch[tgt_out].flatten(),
+                                       ignore_index=PAD_ID, reduction="sum")
+        (loss_sum / self.tokens[i]).backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        self.tokens_done += self.tokens[i]
+
+
+def train_rates(trainers: list[Trainer], seconds: float, rounds: int = 4, warmup: int = 2) -> list[dict]:
+    """Tokens/s of each trainer, measured in alternating slices (`rounds` each), so that a change in the
+    machine's load during the measurement affects every precision alike."""
+    for trainer in trainers:  # warm-up: allocator, kernel selection, lazy optimiser state
+        for _ in range(warmup):
+            trainer.step()
+    totals = [[0, 0, 0.0] for _ in trainers]  # steps, tokens, seconds
+    for _ in range(rounds):
+        for trainer, total in zip(trainers, totals):
+            before = trainer.tokens_done
+            steps, elapsed = timed_steps(trainer.step, trainer.device, seconds / rounds, min_steps=1)
+            total[0] += steps
+            total[1] += trainer.tokens_done - before
+            total[2] += elapsed
+    rows = []
+    for trainer, (steps, tokens, elapsed) in zip(trainers, totals):
+        flops = flops_per_target_token(trainer.model, trainer.batches[0], trainer.keys)
+        rate = tokens / elapsed
+        rows.append({"precision": trainer.precision, "steps": steps, "seconds": round(elapsed, 2),
+                     "target_tokens_per_s": round(rate, 1), "flops_per_target_token": round(flops),
+                     "achieved_tflops": round(flops * rate / 1e12, 4)})
+    return rows
+
+
+def caption_setup(name: str, size: str, batch: int = 64, words: int = 12) -> tuple:
+    from reproductions.common.encoders import ENCODERS
+
+    repro = registry.get(name)
+    cfg = repro.load_config(size)
+    vocab = 2600  # Flickr8k words seen at least 5 times (about 2.6k)
+    spec = ENCODERS[cfg.data.encoder]
+    gen = torch.Generator().manual_seed(0)
+    positions, dim = spec.grid * spec.grid, spec.dim
+    batches = []
+    for _ in range(4):
+        captions = torch.randint(4, vocab, (batch, words + 1), generator=gen)
+        batches.append({"features": torch.randn(batch, positions, dim, generator=gen),
+                        "captions_in": captions[:, :-1], "captions_out": captions[:, 1:]})
+    return repro, cfg, batches, vocab
+
+
+def decode_rates(target: Path, split: str, device: torch.device, precisions: list[str], uncached_limit: int,
+                 console: Console, limit: int | None = None, max_len_b: int | None = None) -> dict:
+    from harness.evaluate import locate
+    from reproductions.common.data.translation import load_split
+    from reproductions.common.decoding import translate_texts
+    from reproductions.common.metrics import corpus_scores
+    from reproductions.loading import load_model
+
+    _, ckpt = locate(target)
+    loaded = load_model(ckpt, str(device))
+    cfg = loaded.cfg
+    data = load_split(cfg.data.dataset, cfg.data.pair, split, limit)
+    srcs, refs = list(data["src"]), list(data["tgt"])
+    if max_len_b is not None:  # e.g. an under-trained model, whose hypotheses would run to the length limit
+        cfg.decode.max_len_b = max_len_b
+
+    def run(texts, beam, precision, cached=True):
+        decode = type(cfg.decode)(**{**vars(cfg.decode), "beam": beam})
+        sync(device)
+        start = time.perf_counter()
+        hyps, _ = translate_texts(loaded.model, loaded.src_vocab, loaded.tgt_vocab, texts, decode, device,
+                                  progress=False, precision=precision, cached=cached)
+        sync(device)
+        return hyps, time.perf_counter() - start
+
+    rows = []
+    for beam, precision in itertools.product([5, 4, 1], precisions):
+        hyps, seconds = run(srcs, beam, precision)
+        rows.append({"beam": beam, "precision": precision, "cached": True, "sentences": len(srcs),
+                     "seconds": round(seconds, 2), "sentences_per_s": round(len(srcs) / seconds, 2),
+                     "bleu": corpus_scores(hyps, refs)["bleu"]})
+        console.print(rows[-1])
+    subset = srcs[:uncached_limit]
+    same = {}
+    for cached in (True, False):
+        hyps, seconds = run(subset, 5, "32-true", cached)
+        same[cached] = hyps
+        rows.append({"beam": 5, "precision": "32-true", "cached": cached, "sentences": len(subset),
+                     "seconds": round(seconds, 2), "sentences_per_s": round(len(subset) / seconds, 2)})
+        console.print(rows[-1])
+    agree = sum(a == b for a, b in zip(same[True], same[False])) / max(len(subset), 1)
+    return {"checkpoint": str(ckpt), "reproduction": loaded.reproduction, "split": split,
+            "decode_config": vars(cfg.decode), "rows": rows, "uncached_subset_agreement": round(agree, 4),
+            "cached_over_uncached_beam5": round(rows[-2]["sentences_per_s"] / rows[-1]["sentences_per_s"], 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="*", default=TRANSLATION + CAPTIONING,
+                        help="models to train (none: only the matrix rates and decoding)")
+    parser.add_argument("--sizes", nargs="+", default=["cpu", "paper"])
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="timed seconds per training measurement (in 4 slices, alternating the precisions)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before each training measurement")
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[],
+                        help="a trained translation run (directory or .ckpt) to measure decoding with")
+    parser.add_argument("--split", default="test_2016_flickr")
+    parser.add_argument("--limit", type=int, help="decode only the split's first N sentences (default: all)")
+    parser.add_argument("--max-len-b", type=int, help="override the checkpoint's decode.max_len_b")
+    parser.add_argument("--uncached-limit", type=int, default=200,
+                        help="sentences decoded both ways for the cached/uncached ratio (the uncached path is slow)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: torch's). On a shared, loaded machine 1 thread keeps the "
+                             "ratios honest: a descheduled thread stalls every parallel region of the others")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    unknown = [m for m in args.models if m not in TRANSLATION + CAPTIONING]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {TRANSLATION + CAPTIONING}")
+
+    device = torch.device(args.device)
+    auto = resolve_precision("auto", device.type)
+    precisions = ["32-true"] + ([auto] if auto != "32-true" else [])
+    console = Console()
+    load_before = os.getloadavg()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("benchmarks/results") / f"throughput-{device.type}" / f"throughput-{stamp}.json"
+
+    matmul = matmul_rates(device, 6.0)
+    console.print(f"matrix products on {device}: {matmul}")
+    rate_of = {"32-true": matmul["fp32"]["tflops"], "bf16-mixed": matmul["bf16"]["tflops"]}
+    if auto not in rate_of:
+        parser.error(f"the auto precision here is {auto}, which this benchmark has no matrix rate for")
+
+    training, cache = [], {}
+    for name, size in itertools.product(args.models, args.sizes):
+        trainers = []
+        for precision in precisions:
+            torch.manual_seed(0)  # the same initial weights in every precision
+            if name in TRANSLATION:
+                repro, cfg, batches, src_v, tgt_v = translation_setup(name, size, cache)
+                model, keys = repro.build(cfg, src_v, tgt_v), ("src", "tgt_in", "tgt_out")
+            else:
+                repro, cfg, batches, vocab = caption_setup(name, size)
+                model, keys = repro.build(cfg, vocab), ("features", "captions_in", "captions_out")
+            trainers.append(Trainer(model, cfg, batches, keys, precision, device))
+        params = sum(p.numel() for p in trainers[0].model.parameters())
+        for measured in train_rates(trainers, args.seconds * len(trainers), warmup=args.warmup):
+            row = {"model": name, "size": size, "parameters": params, **measured}
+            row["fraction_of_matmul_rate"] = round(row["achieved_tflops"] / rate_of[row["precision"]], 4)
+            training.append(row)
+            console.print(row)
+        del trainers
+
+    def tokens_per_s(name, size, precision):
+        found = [r["target_tokens_per_s"] for r in training
+                 if (r["model"], r["size"], r["precision"]) == (name, size, precision)]
+        return found[0] if found else None
+
+    ratios = {f"{r['model']}/{r['size']}": round(tokens_per_s(r["model"], r["size"], auto)
+                                                 / r["target_tokens_per_s"], 2)
+              for r in training if r["precision"] == "32-true" and auto != "32-true"}
+    decoding = [decode_rates(c, args.split, device, precisions, args.uncached_limit, console, args.limit,
+                             args.max_len_b) for c in args.checkpoint]
+
+    targets = {}
+    if "vaswani2017/cpu" in ratios and device.type == "cpu":
+        targets["cpu_transformer_auto_over_fp32"] = {"value": ratios["vaswani2017/cpu"],
+                                                     "min": TARGETS["cpu_transformer_auto_over_fp32"]}
+    for d in decoding:
+        if d["reproduction"] == "vaswani2017" and d["split"] == "test_2016_flickr":
+            best = max(r["sentences_per_s"] for r in d["rows"] if r["beam"] == 5 and r["cached"])
+            targets["decode_beam5_sentences_per_s"] = {"value": best, "min": TARGETS["decode_beam5_sentences_per_s"]}
+            targets["decode_beam5_cached_over_uncached"] = {"value": d["cached_over_uncached_beam5"],
+                                                            "min": TARGETS["decode_beam5_cached_over_uncached"]}
+    paper = [r for r in training if (r["model"], r["size"], r["precision"]) == ("vaswani2017", "paper", "bf16-mixed")]
+    if device.type == "cuda" and paper and "vaswani2017/paper" in ratios:
+        targets["gpu_paper_transformer_bf16_over_fp32"] = {"value": ratios["vaswani2017/paper"],
+                                                           "min": TARGETS["gpu_paper_transformer_bf16_over_fp32"]}
+        key = "gpu_paper_transformer_fraction_of_bf16_matmul"
+        targets[key] = {"value": paper[0]["fraction_of_matmul_rate"], "min": TARGETS[key]}
+    for t in targets.values():
+        t["met"] = t["value"] >= t["min"]
+
+    result = {
+        "benchmark": "throughput",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "auto_precision": auto,
+        "config": {"threads": torch.get_num_threads(), "limit": args.limit, "max_len_b": args.max_len_b,
+                   "models": args.models, "sizes": args.sizes,
+                   "seconds": args.seconds, "warmup": args.warmup,
+                   "split": args.split,
+                   "uncached_limit": args.uncached_limit, "data": "the cpu preset's Multi30k en-de batches",
+                   "torch": torch.__version__},
+        **provenance(load_before),
+        "matmul": matmul,
+        "training": training,
+        "auto_over_fp32_tokens_per_s": ratios,
+        "decoding": decoding,
+        "targets": targets,
+    }
+    atomic_write_json(out, result)
+    table = Table(title=f"training throughput on {result['device_name']} (auto = {auto})")
+    for column in ("model", "size", "precision", "tokens/s", "TFLOP/s", "of matmul"):
+        table.add_column(column)
+    for r in training:
+        table.add_row(r["model"], r["size"], r["precision"], f"{r['target_tokens_per_s']:.0f}",
+                      f"{r['achieved_tflops']:.3f}", f"{100 * r['fraction_of_matmul_rate']:.1f}%")
+    console.print(table)
+    console.print(f"targets: {targets}\nwritten to {out}")
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

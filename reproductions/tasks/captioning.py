@@ -1,0 +1,219 @@
+"""Captioning: images in (as cached CNN annotation vectors), captions out, scored by pycocoevalcap against
+each image's reference captions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+from .base import Column, Task
+
+SAMPLES = 3  # test images drawn with their attention in a run's figures
+TABLE_ROWS = 20  # sample outputs in the W&B table
+
+
+class CaptioningTask(Task):
+    name = "captioning"
+    metric_title = "pycocoevalcap (x100)"
+    columns = (Column("bleu1", "BLEU-1"), Column("bleu2", "BLEU-2"), Column("bleu3", "BLEU-3"),
+               Column("bleu4", "BLEU-4"), Column("meteor", "METEOR"), Column("rouge_l", "ROUGE-L"),
+               Column("cider_d", "CIDEr-D"))
+    headline = "cider_d"
+    hyp_suffix = ".json"
+    takes_pair = False
+    batch_keys = ("features", "captions_in", "captions_out")
+    segment = "images"
+
+    def setting(self, data_cfg: dict) -> str:
+        return data_cfg.get("dataset", "")
+
+    # -- training ----------------------------------------------------------------------------------------------
+
+    def data_module(self, cfg, seed: int, cache_dir: Path):
+        from reproductions.common.data.caption_datamodule import CaptionDataModule
+
+        data = CaptionDataModule(cfg, seed=seed, cache_dir=cache_dir)
+        data.load()
+        return data
+
+    def lightning_module(self, repro, cfg, data):
+        from reproductions.common.caption_module import CaptionModule
+
+        return CaptionModule(repro.build(cfg, len(data.vocab)), cfg, repro.name, data.vocab)
+
+    def provenance(self, data, cfg) -> dict:
+        return {"train_images": data.images["train"], "train_captions": len(data.train_set),
+                "vocab_size": len(data.vocab), "encoder": cfg.data.encoder}
+
+    def sample_batch(self, data, size: int = 32) -> dict:
+        return data.train_set.collate([data.train_set[i] for i in range(min(size, len(data.train_set)))])
+
+    # -- checkpoints and scoring -------------------------------------------------------------------------------
+
+    def model_from_checkpoint(self, repro, cfg, meta: dict):
+        from reproductions.common.data.vocab import Vocab
+
+        vocab = Vocab.from_json(meta["vocab"])
+        return repro.build(cfg, len(vocab)), None, vocab
+
+    def evaluate(self, loaded, run_dir, splits, beam, device, logger=None):
+        from reproductions.common.caption_metrics import caption_scores
+        from reproductions.common.data.caption_datamodule import split_features
+        from reproductions.common.data.captions import load_captions
+        from reproductions.common.data.sources import cache_root
+        from reproductions.common.io import atomic_write_json
+
+        cfg = loaded.cfg
+        decode = dataclasses.replace(cfg.decode, beam=beam) if beam else cfg.decode
+        results = {}
+        for split in splits or cfg.data.test_splits:
+            data = load_captions(cfg.data, split)
+            store = split_features(cfg, data, cache_root(), device=device)
+            features = store[store.rows(data.images)]
+            hyps, _ = caption_features(loaded.model, loaded.tgt_vocab, features, decode, device,
+                                       desc=f"{split} (beam {decode.beam})")
+            scores = caption_scores(hyps, data.captions)
+            scores.update({"beam": decode.beam, "length_penalty": decode.length_penalty,
+                           "checkpoint": loaded.path.name, "encoder": cfg.data.encoder})
+            results[split] = scores
+            if run_dir is not None:
+                atomic_write_json(self.hyps_path(run_dir, split),
+                                  [{"image": im, "caption": h} for im, h in zip(data.images, hyps)])
+            if logger is not None:
+                logger.log_metrics({f"test/{split}/{c.key}": scores[c.key] for c in self.columns})
+        return results, {}
+
+    def run_figures(self, loaded, run_dir, out, splits):
+        from reproductions.common.data.captions import load_captions
+
+        if not splits:
+            return {}, []
+        split = next(iter(splits))
+        data = load_captions(loaded.cfg.data, split).limit(TABLE_ROWS)
+        hyps_file = self.hyps_path(run_dir, split)
+        hyps = {h["image"]: h["caption"] for h in json.loads(hyps_file.read_text())} if hyps_file.exists() else {}
+        table = [{"image": im, "caption": hyps.get(im, ""), "references": " | ".join(refs)}
+                 for im, refs in zip(data.images, data.captions)]
+        if not has_attention(loaded.model):
+            return {}, table
+        first = out / f"attention_{split}.png"
+        with open(os.devnull, "w") as sink:
+            caption_images(loaded, data.paths[:SAMPLES], plot_attention=first, out=sink)
+        paths = [first] + [first.with_name(f"{first.stem}-{i}{first.suffix}") for i in range(2, SAMPLES + 1)]
+        return {"attention": [p for p in paths if p.exists()]}, table
+
+    def paired_test(self, split, paper_run, base_run):
+        import numpy as np
+        import yaml
+
+        from reproductions.common.caption_metrics import per_image_cider
+        from reproductions.common.captioner import CaptionDataConfig
+        from reproductions.common.config import from_dict
+        from reproductions.common.data.captions import load_captions
+
+        files = [self.hyps_path(r, split) for r in (paper_run, base_run)]
+        if not all(f.is_file() for f in files):
+            return None
+        config_path = Path(paper_run) / "config.yaml"
+        cfg = from_dict(CaptionDataConfig, yaml.safe_load(config_path.read_text())["data"], str(config_path))
+        data = load_captions(cfg, split)
+        refs = dict(zip(data.images, data.captions))
+        hyps = [{h["image"]: h["caption"] for h in json.loads(f.read_text())} for f in files]
+        images = [im for im in hyps[0] if im in hyps[1] and im in refs]
+        a = per_image_cider([hyps[0][i] for i in images], [refs[i] for i in images])
+        b = per_image_cider([hyps[1][i] for i in images], [refs[i] for i in images])
+        rng = np.random.default_rng(12345)
+        idx = rng.integers(0, len(images), size=(1000, len(images)))
+        wins = ((a[idx].mean(1) - b[idx].mean(1)) > 0).sum()
+        return {"test": "paired bootstrap over images, per-image CIDEr-D (1000 resamples)",
+                "p_value": round(float((1000 - wins + 1) / 1001), 4)}
+
+    # -- leaderboards ------------------------------------------------------------------------------------------
+
+    def board_references(self, texts):
+        """texts: the Flickr8k token file, then the list of image ids to caption."""
+        from reproductions.common.data.captions import flickr8k_references
+        from reproductions.common.submissions import split_lines
+
+        captions = flickr8k_references(split_lines(texts[0]))
+        ids = [i for i in split_lines(texts[1]) if i.strip()]
+        lacking = [i for i in ids if i not in captions]
+        if lacking:
+            raise ValueError(f"{len(lacking)} images have no references, e.g. {lacking[0]}")
+        return [captions[i] for i in ids], ids
+
+    def parse_submission(self, data, board):
+        from reproductions.common.submissions import parse_caption_outputs
+
+        return parse_caption_outputs(data, board.image_ids, max_words=board.limits.max_caption_words,
+                                     max_chars=board.limits.max_caption_chars)
+
+    def score(self, hyps, refs):
+        from reproductions.common.caption_metrics import caption_scores
+
+        return caption_scores(hyps, refs)
+
+
+def has_attention(model) -> bool:
+    """Whether a captioner attends (Show, Attend and Tell) or sees one fixed vector (Show and Tell)."""
+    return getattr(model, "attends", getattr(model, "context", "fixed") != "fixed")
+
+
+def caption_features(model, vocab, features, decode, device: str = "cpu", keep_attention: bool = False,
+                     progress: bool = True, desc: str = "captions"):
+    """Beam-search captions for `features` (N, L, D) (a tensor or a `FeatureStore` slice), in order ->
+    (texts, hypotheses)."""
+    from tqdm import tqdm
+
+    from reproductions.common.beam import beam_search
+
+    texts, hyps = [], []
+    starts = range(0, len(features), decode.batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
+        batch = features[start:start + decode.batch_size].to(device)
+        best = beam_search(model, batch, beam=decode.beam, alpha=decode.length_penalty, max_len_a=0.0,
+                           max_len_b=decode.max_len, keep_attention=keep_attention)
+        hyps.extend(best)
+        texts.extend(vocab.decode(h.tokens) for h in best)
+    return texts, hyps
+
+
+def caption_images(loaded, images: list[Path], beam: int | None = None, plot_attention: Path | None = None,
+                   out=sys.stdout) -> list[str]:
+    """Caption image files with a loaded captioning model (`reproductions.loading.load_model`), printing
+    IMAGE<TAB>caption; optionally one per-word attention figure per image (Xu et al. Figs. 2-3)."""
+    import torch
+
+    from reproductions.common.encoders import load_encoder, read_image, spec
+    from reproductions.common.errors import AttnreproError
+    from reproductions.common.plots import caption_attention_plot, plot_paths
+
+    if not images:
+        raise AttnreproError("no images given: attnrepro caption CKPT IMAGE [IMAGE ...]")
+    for image in images:
+        if not Path(image).is_file():
+            raise AttnreproError(f"image {image} does not exist")
+    if plot_attention is not None and not has_attention(loaded.model):
+        raise AttnreproError(f"{loaded.reproduction} has no attention to plot (it is a fixed-vector model)")
+    encoder_name = loaded.cfg.data.encoder
+    pixels = torch.stack([read_image(Path(p)) for p in images])
+    with torch.no_grad():
+        maps = load_encoder(encoder_name, loaded.cfg.data.encoder_weights)(pixels)  # (N, D, g, g)
+    features = maps.flatten(2).transpose(1, 2).contiguous()  # (N, L, D)
+    decode = dataclasses.replace(loaded.cfg.decode, beam=beam) if beam else loaded.cfg.decode
+    texts, hyps = caption_features(loaded.model, loaded.tgt_vocab, features, decode,
+                                   keep_attention=plot_attention is not None, progress=False)
+    for path, text in zip(images, texts):
+        print(f"{path}\t{text}", file=out)
+    if plot_attention is not None:
+        grid = spec(encoder_name).grid
+        for fig_path, pixel, hyp in zip(plot_paths(Path(plot_attention), len(images)), pixels, hyps):
+            words = [loaded.tgt_vocab.id_to_token(i).lstrip("▁") or "▁" for i in hyp.tokens] + ["</s>"]
+            image = pixel.permute(1, 2, 0).clamp(0, 255).to(torch.uint8).numpy()
+            caption_attention_plot(image, words, hyp.attention.cpu().numpy(), grid, fig_path,
+                                   title=f"{loaded.reproduction}: {loaded.tgt_vocab.decode(hyp.tokens)}")
+            print(f"attention plot: {fig_path}", file=sys.stderr)
+    return texts

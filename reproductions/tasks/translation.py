@@ -1,0 +1,170 @@
+"""Translation: parallel text in, detokenised text out, scored by sacreBLEU against raw references."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .base import Column, Task
+
+SAMPLES = 3  # test sentences drawn with their attention in a run's figures
+TABLE_ROWS = 20  # sample outputs in the W&B table
+
+
+class TranslationTask(Task):
+    name = "translation"
+    metric_title = "sacreBLEU"
+    columns = (Column("bleu", "BLEU"), Column("chrf", "chrF"))
+    headline = "bleu"
+    hyp_suffix = ".txt"
+    takes_pair = True
+    batch_keys = ("src", "tgt_in", "tgt_out")
+    segment = "sentences"
+
+    def setting(self, data_cfg: dict) -> str:
+        return data_cfg.get("pair") or data_cfg.get("dataset", "")
+
+    # -- training ----------------------------------------------------------------------------------------------
+
+    def data_module(self, cfg, seed: int, cache_dir: Path):
+        from reproductions.common.data.datamodule import TranslationDataModule
+
+        data = TranslationDataModule(cfg.data, seed=seed, cache_dir=cache_dir)
+        data.load()
+        return data
+
+    def lightning_module(self, repro, cfg, data):
+        from reproductions.common.translation_module import TranslationModule
+
+        model = repro.build(cfg, len(data.src_vocab), len(data.tgt_vocab))
+        return TranslationModule(model, cfg, repro.name, data.src_vocab, data.tgt_vocab)
+
+    def provenance(self, data, cfg) -> dict:
+        return {"train_pairs": len(data.train_set), "train_pairs_dropped_by_max_len": data.dropped,
+                "vocab_sizes": [len(data.src_vocab), len(data.tgt_vocab)]}
+
+    def sample_batch(self, data, size: int = 32) -> dict:
+        from reproductions.common.data.batching import collate_pairs
+
+        return collate_pairs([data.train_set[i] for i in range(min(size, len(data.train_set)))])
+
+    # -- checkpoints and scoring -------------------------------------------------------------------------------
+
+    def model_from_checkpoint(self, repro, cfg, meta: dict):
+        from reproductions.common.data.vocab import Vocab
+
+        src_vocab, tgt_vocab = Vocab.from_json(meta["src_vocab"]), Vocab.from_json(meta["tgt_vocab"])
+        return repro.build(cfg, len(src_vocab), len(tgt_vocab)), src_vocab, tgt_vocab
+
+    def evaluate(self, loaded, run_dir, splits, beam, device, logger=None):
+        from reproductions.common.data.translation import checksums, load_split, split_available
+        from reproductions.common.decoding import translate_texts
+        from reproductions.common.io import atomic_write_text
+        from reproductions.common.metrics import no_unk_flags, translation_scores
+
+        cfg = loaded.cfg
+        decode = dataclasses.replace(cfg.decode, beam=beam) if beam else cfg.decode
+        data = cfg.data
+        if splits:
+            wanted, skipped = list(splits), {}
+        else:  # the configured test splits that this machine has
+            wanted = [s for s in data.test_splits if split_available(data.dataset, data.pair, s)]
+            skipped = {s: "not under the data root" for s in data.test_splits if s not in wanted}
+        results = {}
+        for split in wanted:
+            pairs = load_split(data.dataset, data.pair, split, data.eval_limit)
+            srcs, refs = list(pairs["src"]), list(pairs["tgt"])
+            hyps, raw = translate_texts(loaded.model, loaded.src_vocab, loaded.tgt_vocab, srcs, decode, device,
+                                        desc=f"{split} (beam {decode.beam})")
+            # sacreBLEU (primary) and the papers' conventions, Bahdanau et al.'s [UNK] kept for the latter
+            scores = translation_scores(
+                hyps, refs, dataset=data.dataset, pair=data.pair, split=split,
+                hyps_with_unk=[loaded.tgt_vocab.decode(h.tokens, keep_unk=True) for h in raw],
+                no_unk=no_unk_flags(loaded.src_vocab, loaded.tgt_vocab, srcs, refs),
+                srcs=srcs, length_buckets=decode.length_buckets)
+            scores.update({
+                "beam": decode.beam,
+                "length_penalty": decode.length_penalty,
+                "checkpoint": loaded.path.name,
+                "data_checksums": checksums(data.dataset, data.pair, [split]),
+            })
+            results[split] = scores
+            if run_dir is not None:
+                # One hypothesis per line (`common.submissions.split_lines`): a line break inside one would shift
+                # every later line, so it becomes a space.
+                lines = (" ".join(h.splitlines()) for h in hyps)
+                atomic_write_text(self.hyps_path(run_dir, split), "".join(f"{line}\n" for line in lines))
+            if logger is not None:
+                logger.log_metrics({f"test/{split}/{c.key}": scores[c.key] for c in self.columns})
+        return results, skipped
+
+    def run_figures(self, loaded, run_dir, out, splits):
+        from reproductions.common.data.translation import load_split
+        from reproductions.common.decoding import translate_texts
+        from reproductions.common.plots import attention_heatmap, bleu_by_length_plot
+        from reproductions.common.submissions import read_hyp_lines
+
+        figures: dict[str, list[Path]] = {}
+        if not splits:
+            return figures, []
+        split = next(iter(splits))
+        data = loaded.cfg.data
+        pairs = load_split(data.dataset, data.pair, split, TABLE_ROWS)
+        srcs, refs = list(pairs["src"]), list(pairs["tgt"])
+        hyps_file = self.hyps_path(run_dir, split)
+        hyps = read_hyp_lines(hyps_file)[: len(srcs)] if hyps_file.exists() else []
+        table = [{"source": s, "reference": r, "hypothesis": h} for s, r, h in zip(srcs, refs, hyps)]
+        _, raw = translate_texts(loaded.model, loaded.src_vocab, loaded.tgt_vocab, srcs[:SAMPLES], loaded.cfg.decode,
+                                 keep_attention=True, progress=False)
+        for i, (text, hyp) in enumerate(zip(srcs, raw)):
+            if hyp.attention is None:  # a fixed-vector model
+                break
+            path = out / f"attention_{split}_{i + 1}.png"
+            attention_heatmap(hyp.attention.cpu().numpy(), loaded.src_vocab.tokens(text) + ["</s>"],
+                              [loaded.tgt_vocab.id_to_token(t) for t in hyp.tokens] + ["</s>"], path,
+                              title=f"{loaded.reproduction}: {text[:50]}")
+            figures.setdefault("attention", []).append(path)
+        for name, scores in splits.items():
+            if scores.get("bleu_by_length"):
+                path = out / f"bleu_by_length_{name}.png"
+                bleu_by_length_plot({loaded.reproduction: scores["bleu_by_length"]}, path,
+                                    title=f"{loaded.reproduction}, {name}: BLEU by source length")
+                figures.setdefault("bleu_by_length", []).append(path)
+        return figures, table
+
+    def paired_test(self, split, paper_run, base_run):
+        import yaml
+        from sacrebleu.metrics import BLEU
+        from sacrebleu.significance import PairedTest
+
+        from reproductions.common.data.translation import load_split
+        from reproductions.common.submissions import read_hyp_lines
+
+        hyp_a, hyp_b = self.hyps_path(paper_run, split), self.hyps_path(base_run, split)
+        if not (hyp_a.is_file() and hyp_b.is_file()):
+            return None
+        config = yaml.safe_load((Path(paper_run) / "config.yaml").read_text())["data"]
+        refs = list(load_split(config["dataset"], config["pair"], split, config.get("eval_limit"))["tgt"])
+        systems = [("baseline", read_hyp_lines(hyp_b)), ("paper", read_hyp_lines(hyp_a))]
+        if any(len(h) != len(refs) for _, h in systems):
+            return None
+        _, scores = PairedTest(systems, {"BLEU": BLEU()}, [refs], test_type="bs", n_samples=1000)()
+        return {"test": "sacreBLEU paired bootstrap (1000 resamples)", "p_value": scores["BLEU"][1].p_value}
+
+    # -- leaderboards ------------------------------------------------------------------------------------------
+
+    def board_references(self, texts):
+        from reproductions.common.submissions import split_lines
+
+        return split_lines(texts[0]), None
+
+    def parse_submission(self, data, board):
+        from reproductions.common.submissions import parse_translation_outputs
+
+        source = f"{board.split}.{board.pair.split('-')[0] if board.pair else 'src'}"
+        return parse_translation_outputs(data, board.segments, what=source, max_line_chars=board.limits.max_line_chars)
+
+    def score(self, hyps, refs):
+        from reproductions.common.metrics import corpus_scores
+
+        return corpus_scores(hyps, refs)

@@ -1,0 +1,72 @@
+"""`train.precision: auto` picks bf16-mixed only where the hardware multiplies bf16 natively."""
+
+import pytest
+import torch
+
+from reproductions.common import precision
+from reproductions.common.data.vocab import EOS_ID
+
+
+def _fake(monkeypatch, cuda: bool, cuda_bf16: bool, avx512_bf16: bool, amx: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: cuda and cuda_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+
+
+@pytest.mark.parametrize("cuda, cuda_bf16, avx512_bf16, amx, accelerator, expected", [
+    (True, True, False, False, "auto", "bf16-mixed"),  # A100 / H100 class
+    (True, False, True, True, "auto", "32-true"),  # V100 / T4: no bf16 tensor cores; the CPU does not train
+    (True, True, False, False, "gpu", "bf16-mixed"),
+    (True, True, False, False, "cpu", "32-true"),  # a GPU machine told to train on its plain CPU
+    (False, False, True, False, "auto", "bf16-mixed"),  # Cooper Lake, Zen 4: AVX512-BF16
+    (False, False, False, True, "cpu", "bf16-mixed"),  # Sapphire Rapids: AMX
+    (False, False, False, False, "auto", "32-true"),  # bf16 emulated: slower than fp32
+    (False, False, False, False, "mps", "32-true"),
+])
+def test_auto_precision_follows_the_hardware(monkeypatch, cuda, cuda_bf16, avx512_bf16, amx, accelerator, expected):
+    _fake(monkeypatch, cuda, cuda_bf16, avx512_bf16, amx)
+    assert precision.resolve_precision("auto", accelerator) == expected
+
+
+def test_an_explicit_precision_is_kept_and_an_unknown_one_is_an_error(monkeypatch):
+    _fake(monkeypatch, False, False, True, True)
+    assert precision.resolve_precision("32-true") == "32-true"
+    assert precision.resolve_precision("16-mixed", "gpu") == "16-mixed"
+    with pytest.raises(ValueError, match="train.precision='fp8'"):
+        precision.resolve_precision("fp8")
+
+
+def test_decoding_autocast_runs_matrix_products_in_bf16_only_when_mixed():
+    x = torch.randn(4, 8)
+    with precision.autocast("bf16-mixed", "cpu"):
+        assert (x @ x.t()).dtype == torch.bfloat16
+    with precision.autocast("32-true", torch.device("cpu")):
+        assert (x @ x.t()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["bahdanau2014", "cho2014", "vaswani2017"])
+def test_bf16_training_step_is_finite_and_close_to_fp32(name):
+    """Loss in fp32 and -inf masks survive autocast: a bf16 step gives a finite loss near the fp32 one."""
+    import torch.nn.functional as F
+
+    from reproductions import registry
+
+    torch.manual_seed(0)
+    repro = registry.get(name)
+    model = repro.build(repro.load_config("tiny", ["model.dropout=0.0"]), 40, 40)
+    src, tgt = torch.randint(4, 40, (4, 7)), torch.randint(4, 40, (4, 6))
+    src[2, 3:] = 0
+    src[2, 2] = EOS_ID  # </s> ends the shorter sentence
+
+    def loss():
+        logits, _ = model(src, tgt)
+        return F.cross_entropy(logits.flatten(0, 1).float(), tgt.flatten())
+
+    reference = loss()
+    with precision.autocast("bf16-mixed", "cpu"):
+        mixed = loss()
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed)
+    assert abs(mixed.item() - reference.item()) < 0.05 * reference.item()
+    mixed.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

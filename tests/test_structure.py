@@ -1,0 +1,154 @@
+"""The project's structure: baselines train under exactly their paper model's settings, the checklist of
+reproductions/README.md adds a fourth paper, the harness never branches on the task, and the CLI's import path
+stays free of torch."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from reproductions import registry, tasks
+from reproductions.common.config import to_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("baseline", [r.name for r in registry.REPRODUCTIONS.values() if r.presets_from])
+def test_a_baseline_trains_under_its_paper_models_presets(baseline):
+    """Identical settings by construction: the resolved configs differ only in the keys the registry fixes."""
+    base = registry.get(baseline)
+    paper = registry.get(base.presets_from)
+    assert base.presets() == paper.presets()
+    for preset in base.presets():
+        own = dict(base.preset_overrides).get(preset, ())
+        declared = {o.split("=")[0] for o in base.fixed + paper.fixed + tuple(own)}
+        a, b = _flatten(to_dict(base.load_config(preset))), _flatten(to_dict(paper.load_config(preset)))
+        differing = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+        assert differing <= declared, (preset, differing - declared)
+
+
+def test_rnnencdec_keeps_its_own_paper_budget():
+    """Bahdanau et al. Table 2: RNNencdec-50 6.00e5 and -30 8.46e5 updates, RNNsearch-50 2.88e5 and -30 4.71e5."""
+    steps = {(n, p): registry.get(n).load_config(p).train.max_steps
+             for n in ("bahdanau2014", "cho2014") for p in ("paper", "paper30")}
+    assert steps == {("bahdanau2014", "paper"): 288000, ("bahdanau2014", "paper30"): 471000,
+                     ("cho2014", "paper"): 600000, ("cho2014", "paper30"): 846000}
+
+
+def test_every_paper_is_compared_on_its_baselines_task():
+    for paper in registry.papers():
+        assert registry.get(paper.baseline).task == paper.task
+        assert paper.task in tasks.TASKS
+
+
+def test_the_harness_and_boards_do_not_branch_on_the_task():
+    pattern = re.compile(r'task ==|== "captioning"|== "translation"|hasattr\(.*collate')
+    hits = [f"{path.relative_to(REPO)}:{n}" for folder in ("harness", "leaderboards", "reproductions")
+            for path in sorted((REPO / folder).rglob("*")) if path.suffix in (".py", ".html")
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert len(hits) <= 2, hits
+
+
+def test_the_cli_imports_no_torch():
+    code = "import sys, harness.cli; harness.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_list_prints_the_registry_as_json():
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "list", "--json"], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    entries = {e["name"]: e for e in json.loads(out.stdout)}
+    assert set(entries) == set(registry.REPRODUCTIONS)
+    assert entries["cho2014"]["presets_from"] == "bahdanau2014"
+    assert entries["vaswani2017"]["baseline"] == "cho2014"
+
+
+def test_list_never_truncates_names_or_presets_in_a_narrow_pipe():
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "list"], capture_output=True, text=True, cwd=REPO,
+                         check=True, env={**__import__("os").environ, "COLUMNS": "80"})
+    words = set(re.findall(r"[\w.-]+", out.stdout))
+    assert "…" not in out.stdout
+    for repro in registry.REPRODUCTIONS.values():
+        assert repro.name in words
+        assert set(repro.presets()) <= words
+
+
+# A fourth paper, added by the checklist of reproductions/README.md, in a temporary folder.
+TOY_MODEL = '''
+"""Luong et al. 2015 style dot-product attention, for the checklist test: only the context block is new."""
+from torch import nn
+
+from reproductions.common.attention import DotAttention
+from reproductions.common.rnn import RNNTranslationConfig, assemble
+
+
+class DotContext(nn.Module):
+    def __init__(self, annotation_dim, hidden):
+        super().__init__()
+        self.attention = DotAttention(hidden, annotation_dim, general=True)
+        self.W_s = nn.Linear(annotation_dim // 2, hidden)
+        self.dim = annotation_dim
+
+    def start(self, enc):
+        import torch
+
+        return torch.tanh(self.W_s(enc.first_backward)), {"annotations": enc.annotations, "mask": enc.mask}
+
+    def forward(self, s_prev, memory):
+        a = memory["annotations"]
+        return self.attention(s_prev, a, a, memory["mask"])
+
+
+def build(cfg: RNNTranslationConfig, src_vocab_size, tgt_vocab_size):
+    m = cfg.model
+    return assemble(m, src_vocab_size, tgt_vocab_size, bidirectional=True,
+                    make_context=lambda dim: DotContext(dim, m.hidden))
+'''
+
+
+@pytest.mark.slow
+def test_the_checklist_adds_a_paper_from_a_folder(tmp_path, data_root, monkeypatch):
+    from harness.train import train
+    from reproductions.loading import load_model
+
+    folder = tmp_path / "toy2099"
+    (folder / "configs").mkdir(parents=True)
+    (folder / "model.py").write_text(textwrap.dedent(TOY_MODEL))
+    (folder / "README.md").write_text("# toy2099\n")
+    (folder / "configs" / "tiny.yaml").write_text(
+        (registry.get("bahdanau2014").config_folder / "tiny.yaml").read_text())
+    (folder / "paper_results.yaml").write_text("cells: []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = registry.Reproduction(
+        name="toy2099", title="DotSearch", paper="Toy et al. 2099", arxiv="0000.00000v1", task="translation",
+        role="paper", baseline="cho2014", builder="toy2099.model:build",
+        config_class="reproductions.common.rnn:RNNTranslationConfig", datasets=("multi30k",), folder_path=folder)
+    registry.register(entry)
+    try:
+        assert registry.get("toy2099").presets() == ["tiny"]
+        run = train("toy2099", "tiny", run_dir=tmp_path / "run", wandb="disabled")
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["splits"]["test_2016_flickr"]["sentences"] == 20
+        assert (run / "hyps" / "test_2016_flickr.txt").is_file()
+        assert load_model(run / "checkpoints" / "last.ckpt").reproduction == "toy2099"
+        with pytest.raises(ValueError, match="registered already"):
+            registry.register(entry)
+    finally:
+        registry.REPRODUCTIONS.pop("toy2099", None)
