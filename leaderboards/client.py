@@ -114,7 +114,9 @@ def run_submission(run_dir: Path, board: dict) -> tuple[bytes, dict]:
         "reproduction": provenance["reproduction"],
         "preset": provenance["preset"],
         "config": config,
-        "commit": provenance.get("git", {}).get("commit") or None,
+        # A run trained outside a git checkout records "unknown": it is submitted without a commit (the board shows
+        # none) rather than with a value the server would refuse as not a commit hash.
+        "commit": commit if (commit := provenance.get("git", {}).get("commit")) not in (None, "", "unknown") else None,
         "dirty": provenance.get("git", {}).get("dirty"),
         "seed": provenance["seed"],
         "wandb_url": (metrics.get("wandb") or {}).get("url"),

@@ -94,3 +94,25 @@ def test_strict_json_refuses_what_json_does_not_mean(text, message):
     with pytest.raises(ValueError, match=message):
         strict_json_loads(text)
     assert strict_json_loads('{"a": [1.5, 2, {"b": null}]}') == {"a": [1.5, 2, {"b": None}]}
+
+
+def test_a_run_trained_outside_git_is_submitted_without_a_commit(tmp_path):
+    import json
+
+    import yaml
+
+    from leaderboards.client import run_submission
+
+    run = tmp_path / "run"
+    (run / "hyps").mkdir(parents=True)
+    (run / "hyps" / "test_2016_flickr.txt").write_text("ein Hund\n")
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": "multi30k", "pair": "en-de"}}))
+    provenance = {"reproduction": "cho2014", "preset": "tiny", "seed": 1, "git": {"commit": "unknown", "dirty": False}}
+    (run / "provenance.json").write_text(json.dumps(provenance))
+    board = {"name": "b", "task": "translation", "dataset": "multi30k", "pair": "en-de", "split": "test_2016_flickr",
+             "segments": 1, "metric": {"columns": ["bleu"]}}
+    data, meta = run_submission(run, board)
+    assert data == b"ein Hund\n" and meta["commit"] is None
+    provenance["git"]["commit"] = "a" * 40
+    (run / "provenance.json").write_text(json.dumps(provenance))
+    assert run_submission(run, board)[1]["commit"] == "a" * 40
