@@ -226,7 +226,9 @@ def test_a_job_at_its_time_limit_requeues_itself_and_finishes(tmp_path, data_roo
     assert "Caught signal SIGUSR2" in log and f"Requeued job {job_id}" in log, log[-3000:]
     assert _status(plan)["cho2014-tiny-seed1"]["state"] == "done"
     resumed = json.loads((run_dir / "provenance.json").read_text())["resumed"]
-    assert len(resumed) == 1 and resumed[0]["from"] == "resume.ckpt"
+    # It resumes from the newer of resume.ckpt and last.ckpt: which one depends on whether the signal came
+    # before or after the epoch-end checkpoint, a matter of timing on a loaded machine.
+    assert len(resumed) == 1 and resumed[0]["from"] in ("resume.ckpt", "last.ckpt")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["splits"] and metrics["training"]["steps"] > 2  # past the first checkpoint
     assert _curve_steps(run_dir) == list(range(metrics["training"]["steps"]))  # none repeated, none missing
