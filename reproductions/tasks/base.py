@@ -3,6 +3,7 @@ read a task's columns and file formats without loading torch."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ class Column:
     label: str  # the column header in tables, the report and the boards
 
 
-class Task:
+class Task(ABC):
+    """The interface every task implements (TranslationTask, CaptioningTask); abstract methods have no default."""
+
     name: str
     metric_title: str  # what the scores are, e.g. "sacreBLEU"
     columns: tuple[Column, ...]  # the metric columns shown in tables (the headline among them)
@@ -31,58 +34,58 @@ class Task:
     def hyps_path(self, run_dir: Path | str, split: str) -> Path:
         return Path(run_dir) / "hyps" / f"{split}{self.hyp_suffix}"
 
+    @abstractmethod
     def setting(self, data_cfg: dict) -> str:
         """What a run was trained and scored on, for grouping runs: the language pair or the dataset."""
-        raise NotImplementedError
 
     # -- training ----------------------------------------------------------------------------------------------
 
+    @abstractmethod
     def data_module(self, cfg, seed: int, cache_dir: Path):
         """The loaded LightningDataModule of a run (vocabularies built, splits read)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def lightning_module(self, repro, cfg, data):
         """The LightningModule training `repro.build(...)` on `data`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def provenance(self, data, cfg) -> dict[str, Any]:
         """Facts about the run's data for provenance.json (sizes, vocabularies)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def sample_batch(self, data, size: int = 32) -> dict:
         """A collated training batch (for counting FLOPs)."""
-        raise NotImplementedError
 
     # -- checkpoints and scoring -------------------------------------------------------------------------------
 
+    @abstractmethod
     def model_from_checkpoint(self, repro, cfg, meta: dict):
         """(model, source vocabulary or None, output vocabulary) from a checkpoint's attnrepro section."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluate(self, loaded, run_dir: Path | None, splits: list[str] | None, beam: int | None, device: str,
                  logger=None) -> tuple[dict, dict]:
         """Decode and score splits (default: the configured test splits present) -> (results, skipped).
         Writes hyps/SPLIT files when `run_dir` is given."""
-        raise NotImplementedError
 
+    @abstractmethod
     def run_figures(self, loaded, run_dir: Path, out: Path, splits: dict) -> tuple[dict[str, list[Path]], list[dict]]:
         """(figures by kind, sample rows for the W&B table) of a finished run."""
-        raise NotImplementedError
 
+    @abstractmethod
     def paired_test(self, split: str, paper_run: Path, base_run: Path) -> dict | None:
         """p-value that the paper model is not better than the baseline on `split` (same seed, same data)."""
-        raise NotImplementedError
 
     # -- leaderboards ------------------------------------------------------------------------------------------
 
+    @abstractmethod
     def board_references(self, texts: list[str]) -> tuple[list, list[str] | None]:
         """A board's reference files (their text, in the board's order) -> (references, image ids or None)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def parse_submission(self, data: bytes, board) -> list[str]:
         """A submitted outputs file -> one hypothesis per segment, in the references' order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def score(self, hyps: list[str], refs: list) -> dict:
         """The reproductions' own metric code over hypotheses and references."""
-        raise NotImplementedError
