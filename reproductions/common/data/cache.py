@@ -1,4 +1,4 @@
-"""The token cache: a training bitext tokenised once into memory-mapped numpy arrays.
+"""The token cache: a training bitext tokenised once into flat numpy array files, read without loading them.
 
 Layout of one cache entry (a folder under `$ATTNREPRO_CACHE/tokens/`, named by the corpus identity, both
 vocabularies and the length filter):
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import mmap
 import os
 import shutil
 import sys
@@ -46,23 +47,42 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 
 class TokenCache:
-    """A complete cache entry, memory-mapped: nothing but the lengths is read until a pair is asked for."""
+    """A complete cache entry. The lengths are memory-mapped (the batch sampler reads them all); a pair's ids
+    and offsets are read with `os.pread` when it is asked for. Reading them through a mapping would leave
+    them in the process's resident memory: the kernel maps the cached pages around every fault (read-ahead,
+    fault-around), so a rank sampling random pairs soon holds most of the file. Read this way, the pages stay
+    in the kernel's page cache, shared by every rank, and a rank's memory does not grow with the corpus."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.meta = json.loads((self.path / "meta.json").read_text())
         self._maps: dict[str, np.ndarray] = {}
+        self._files: dict[str, int] = {}
 
     def _map(self, name: str) -> np.ndarray:
         if name not in self._maps:
             dtype = np.dtype(self.meta["dtypes"][name])
-            size = (self.path / name).stat().st_size // dtype.itemsize
-            self._maps[name] = (np.memmap(self.path / name, dtype=dtype, mode="r", shape=(size,)) if size
-                                else np.zeros(0, dtype))
+            if (self.path / name).stat().st_size == 0:
+                self._maps[name] = np.zeros(0, dtype)
+            else:
+                with open(self.path / name, "rb") as file:
+                    self._maps[name] = np.frombuffer(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ), dtype)
         return self._maps[name]
 
-    def __getstate__(self):  # DataLoader workers re-map the files instead of receiving copies
-        return {"path": self.path, "meta": self.meta, "_maps": {}}
+    def _read(self, name: str, start: int, count: int) -> np.ndarray:
+        """`count` items of file `name` from item `start`, read (not mapped)."""
+        if name not in self._files:
+            self._files[name] = os.open(self.path / name, os.O_RDONLY)
+        dtype = np.dtype(self.meta["dtypes"][name])
+        data = os.pread(self._files[name], count * dtype.itemsize, start * dtype.itemsize)
+        return np.frombuffer(data, dtype)
+
+    def __getstate__(self):  # DataLoader workers open and map the files again instead of receiving copies
+        return {"path": self.path, "meta": self.meta, "_maps": {}, "_files": {}}
+
+    def __del__(self):
+        for fd in getattr(self, "_files", {}).values():
+            os.close(fd)
 
     def __len__(self) -> int:
         return self.meta["pairs"]
@@ -73,8 +93,8 @@ class TokenCache:
     def pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         out = []
         for side in ("src", "tgt"):
-            offsets = self._map(f"{side}.offsets")
-            out.append(np.asarray(self._map(f"{side}.ids")[offsets[index] : offsets[index + 1]], dtype=np.int64))
+            start, end = (int(x) for x in self._read(f"{side}.offsets", index, 2))
+            out.append(self._read(f"{side}.ids", start, end - start).astype(np.int64))
         return out[0], out[1]
 
 

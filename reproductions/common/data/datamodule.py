@@ -1,8 +1,9 @@
 """The translation data pipeline as a LightningDataModule: splits, vocabularies, token-budget batches.
 
 The training split goes through the token cache (`cache.py`): vocabularies trained on a stream, pairs
-tokenised and length-filtered once into memory-mapped arrays, batches built from the lengths alone. Its
-memory does not grow with the corpus, and under DDP one process builds it while the others wait and map it.
+tokenised and length-filtered once into array files that are read pair by pair, never loaded; batches built
+from the lengths alone. Its memory does not grow with the corpus, and under DDP one process builds it while
+the others wait, then read it.
 Validation splits are small (a few thousand pairs) and are kept in memory.
 """
 
