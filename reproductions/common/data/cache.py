@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import mmap
 import os
 import shutil
 import sys
@@ -58,27 +57,26 @@ class TokenCache:
         self.meta = json.loads((self.path / "meta.json").read_text())
         self._maps: dict[str, np.ndarray] = {}
         self._files: dict[str, int] = {}
+        self._dtypes = {name: np.dtype(dtype) for name, dtype in self.meta["dtypes"].items()}
 
     def _map(self, name: str) -> np.ndarray:
         if name not in self._maps:
-            dtype = np.dtype(self.meta["dtypes"][name])
-            if (self.path / name).stat().st_size == 0:
-                self._maps[name] = np.zeros(0, dtype)
-            else:
-                with open(self.path / name, "rb") as file:
-                    self._maps[name] = np.frombuffer(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ), dtype)
+            dtype = self._dtypes[name]
+            size = (self.path / name).stat().st_size // dtype.itemsize
+            self._maps[name] = (np.memmap(self.path / name, dtype=dtype, mode="r", shape=(size,)) if size
+                                else np.zeros(0, dtype))
         return self._maps[name]
 
     def _read(self, name: str, start: int, count: int) -> np.ndarray:
         """`count` items of file `name` from item `start`, read (not mapped)."""
         if name not in self._files:
             self._files[name] = os.open(self.path / name, os.O_RDONLY)
-        dtype = np.dtype(self.meta["dtypes"][name])
+        dtype = self._dtypes[name]
         data = os.pread(self._files[name], count * dtype.itemsize, start * dtype.itemsize)
         return np.frombuffer(data, dtype)
 
     def __getstate__(self):  # DataLoader workers open and map the files again instead of receiving copies
-        return {"path": self.path, "meta": self.meta, "_maps": {}, "_files": {}}
+        return {"path": self.path, "meta": self.meta, "_maps": {}, "_files": {}, "_dtypes": self._dtypes}
 
     def __del__(self):
         for fd in getattr(self, "_files", {}).values():
