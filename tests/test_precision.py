@@ -70,3 +70,20 @@ def test_bf16_training_step_is_finite_and_close_to_fp32(name):
     assert abs(mixed.item() - reference.item()) < 0.05 * reference.item()
     mixed.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("clip_norm, fused", [(None, True), (1.0, None)])
+def test_adam_on_cuda_is_fused_unless_lightning_must_clip_its_gradients(monkeypatch, clip_norm, fused):
+    """Lightning's mixed-precision plugin refuses to clip gradients for an optimiser that unscales them itself
+    (the fused Adam): seen on an H100 with the RNNencdec gpu preset (bf16-mixed, clip_norm 1.0)."""
+    from types import SimpleNamespace
+
+    from reproductions.common import optim
+    from reproductions.common.translation_config import OptimConfig
+
+    made = {}
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, **kwargs: made.update(kwargs) or SimpleNamespace())
+    optim.configure_optimizers(OptimConfig(clip_norm=clip_norm), [SimpleNamespace(is_cuda=True)])
+    assert made["fused"] is fused
+    optim.configure_optimizers(OptimConfig(clip_norm=None), [SimpleNamespace(is_cuda=False)])
+    assert made["fused"] is None  # never on CPU parameters

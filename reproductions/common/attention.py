@@ -8,10 +8,17 @@ positions and are exactly 0 on the masked ones.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# The kernels `F.scaled_dot_product_attention` may pick on a GPU. Not cuDNN's: it builds a graph for every new
+# shape (hundreds of milliseconds each), and batches bucketed by length bring new shapes all through training;
+# on an H100 under bf16 it made the cpu-size Transformer's step 5x slower than fp32 (benchmarks/throughput.py).
+GPU_ATTENTION_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -132,8 +139,10 @@ class MultiHeadAttention(nn.Module):
             out, weights = scaled_dot_product(q, k, v, mask, self.dropout)  # (B, h, T, d_k), (B, h, T, S)
             weights = weights if need_weights else None
         else:
-            out, weights = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0, is_causal=is_causal
-            ), None
+            with sdpa_kernel(GPU_ATTENTION_KERNELS) if q.is_cuda else nullcontext():
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0, is_causal=is_causal
+                )
+            weights = None
         out = out.transpose(1, 2).reshape(batch, length, self.heads * self.d_k)  # Concat(head_1..head_h)
         return self.W_o(out), weights

@@ -15,14 +15,16 @@ def inverse_sqrt(step: int, warmup: int) -> float:
 def configure_optimizers(opt, params):
     """What `LightningModule.configure_optimizers` returns for the config section `opt`. Adam on CUDA is the
     fused kernel (one launch for all parameters, no host synchronisation; Lightning has moved the model to
-    its device before it asks for the optimiser)."""
+    its device before it asks for the optimiser), except with gradient clipping: Lightning's mixed-precision
+    plugin refuses to clip for an optimiser that unscales gradients itself, as the fused one does, so that
+    case takes the multi-tensor (`foreach`) kernels, which do not synchronise either."""
     params = list(params)
     if opt.name == "adadelta":  # Bahdanau et al. App. B.2: eps 1e-6, rho 0.95
         optimizer = torch.optim.Adadelta(params, lr=opt.lr, rho=opt.rho, eps=opt.eps, weight_decay=opt.weight_decay)
     elif opt.name == "rmsprop":  # Xu et al. §5.2: RMSProp for Flickr8k (decay rate in `rho`)
         optimizer = torch.optim.RMSprop(params, lr=opt.lr, alpha=opt.rho, eps=opt.eps, weight_decay=opt.weight_decay)
     else:
-        fused = bool(params) and all(p.is_cuda for p in params)
+        fused = bool(params) and all(p.is_cuda for p in params) and not getattr(opt, "clip_norm", None)
         optimizer = torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
                                      weight_decay=opt.weight_decay, fused=fused or None)
     if opt.schedule == "inverse_sqrt":
