@@ -86,8 +86,8 @@ def matmul_rates(device: torch.device, seconds: float, rounds: int = 4) -> dict:
 def timed_steps(step, device: torch.device, seconds: float, min_steps: int = 2, ahead: int = 2) -> tuple[int, float]:
     """Run `step` for `seconds` (at least `min_steps` times) -> (steps, seconds). On a GPU the host queues
     up to `ahead` steps before the device has finished them (as a training loop does), and the device is
-    synchronised only at both ends and on those events: unbounded, the host queued about 20 seconds of an
-    H100's fp32 matrix products within a 1.5-second slice, and the slices ran for minutes."""
+    synchronised only at both ends and on those events. Unbounded, the host queued far more than a slice's
+    worth of an H100's fp32 matrix products: the 6-second matrix-rate measurement had not ended after 45 s."""
     sync(device)
     queued = collections.deque()
     count, start = 0, time.perf_counter()
@@ -317,12 +317,14 @@ def main(argv: list[str] | None = None) -> int:
                  if (r["model"], r["size"], r["precision"], r["compiled"]) == (name, size, precision, compiled)]
         return found[0] if found else None
 
-    ratios = {f"{r['model']}/{r['size']}": round(tokens_per_s(r["model"], r["size"], auto)
-                                                 / r["target_tokens_per_s"], 2)
-              for r in training if r["precision"] == "32-true" and auto != "32-true"}
-    compiled_ratios = {f"{r['model']}/{r['size']}": round(tokens_per_s(r["model"], r["size"], auto, True)
-                                                          / r["target_tokens_per_s"], 2)
-                       for r in training if r["precision"] == "32-true" and args.compile}
+    def over_fp32(compiled: bool) -> dict:
+        """model/size -> auto precision's tokens/s (plain or compiled) over plain fp32's."""
+        return {f"{r['model']}/{r['size']}": round(tokens_per_s(r["model"], r["size"], auto, compiled)
+                                                   / r["target_tokens_per_s"], 2)
+                for r in training if r["precision"] == "32-true" and not r["compiled"]}
+
+    ratios = over_fp32(False) if auto != "32-true" else {}
+    compiled_ratios = over_fp32(True) if args.compile else {}
     decoding = [decode_rates(c, args.split, device, precisions, args.uncached_limit, console, args.limit,
                              args.max_len_b) for c in args.checkpoint]
 
