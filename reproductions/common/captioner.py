@@ -306,25 +306,36 @@ class Captioner(nn.Module):
 
     def _step(self, state: dict, y_prev: torch.Tensor, sample: bool):
         y_emb = self.dropout(self.embed(y_prev))  # (B, m)
+        state, z, alpha, extra = self._recur(state, y_emb, sample)
+        return self._output(y_emb, self.dropout(state["h"]), z), state, alpha, extra
+
+    def _recur(self, state: dict, y_emb: torch.Tensor, sample: bool):
+        """The recurrent part of a step: the context z_t (from h_{t-1}) and the LSTM -> (state with h_t, c_t;
+        z_t (B, D) or None; alpha_t (B, L) or None; extras)."""
         z, alpha, extra = self.context(state, state["h"], sample)  # (B, D) or None, (B, L) or None
         inputs = y_emb if z is None else torch.cat([y_emb, z], dim=-1)
         h, c = self.lstm(inputs, (state["h"], state["c"]))
-        logits = self._output(y_emb, self.dropout(h), z)
-        return logits, dict(state, h=h, c=c), alpha, extra
+        return dict(state, h=h, c=c), z, alpha, extra
 
     # -- teacher forcing -------------------------------------------------------------------------
     def forward(self, features: torch.Tensor, captions_in: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """features (B, L, D), captions_in (B, T) starting with <s> -> logits (B, T, V) and per-step extras:
         `alpha` (B, T, L) for attention models; `location`, `log_p_s`, `entropy`, `sampled` (B, T) for hard
-        attention while training."""
-        state = self.start(features, sample=self.training)
-        logits, extras = [], []
+        attention while training. Only the recurrence runs step by step; the deep output, with the
+        vocabulary projection, runs once over all (B, T) positions (the same function as `step`)."""
+        sample = self.training
+        state = self.start(features, sample=sample)
+        y_emb = self.dropout(self.embed(captions_in))  # (B, T, m)
+        hs, zs, extras = [], [], []
         for t in range(captions_in.size(1)):
-            step_logits, state, alpha, extra = self._step(state, captions_in[:, t], sample=self.training)
-            logits.append(step_logits)
+            state, z, alpha, extra = self._recur(state, y_emb[:, t], sample)
+            hs.append(state["h"])
+            zs.append(z)
             extras.append(dict(extra, alpha=alpha) if alpha is not None else extra)
+        z_all = None if zs[0] is None else torch.stack(zs, dim=1)
+        logits = self._output(y_emb, self.dropout(torch.stack(hs, dim=1)), z_all)
         out = {key: torch.stack([e[key] for e in extras], dim=1) for key in (extras[0] if extras else [])}
-        return torch.stack(logits, dim=1), out
+        return logits, out
 
     def context_loss(self, extras: dict, step_mask: torch.Tensor, nll: torch.Tensor, cfg: CaptionLossConfig):
         """The context block's own term (Eq. 14 for soft, Eq. 12 for hard; none for Show and Tell), summed over

@@ -136,13 +136,20 @@ class MaxoutGRUDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.maxout_dim = maxout_dim
 
+    def output(self, y_prev_emb: torch.Tensor, s_prev: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The deep maxout output for any leading shape: y_prev_emb (..., m), s_prev (..., n), c (..., ctx) ->
+        logits (..., V). It needs no recurrence, so teacher forcing runs it once over every step."""
+        t_tilde = self.U_o(s_prev) + self.V_o(y_prev_emb) + self.C_o(c)  # (..., 2l)
+        t = t_tilde.unflatten(-1, (self.maxout_dim, 2)).max(dim=-1).values  # (..., l)
+        return self.W_o(self.dropout(t))  # (..., V)
+
     def forward(self, y_prev_emb: torch.Tensor, s_prev: torch.Tensor, c: torch.Tensor):
-        """y_prev_emb (B, m), s_prev (B, n), c (B, ctx) -> logits (B, V), s_i (B, n)."""
-        t_tilde = self.U_o(s_prev) + self.V_o(y_prev_emb) + self.C_o(c)  # (B, 2l)
-        t = t_tilde.view(-1, self.maxout_dim, 2).max(dim=-1).values  # (B, l)
-        logits = self.W_o(self.dropout(t))  # (B, V)
-        s = self.cell(torch.cat([y_prev_emb, c], dim=-1), s_prev)  # (B, n)
-        return logits, s
+        """One step: y_prev_emb (B, m), s_prev (B, n), c (B, ctx) -> logits (B, V), s_i (B, n)."""
+        return self.output(y_prev_emb, s_prev, c), self.recur(y_prev_emb, s_prev, c)
+
+    def recur(self, y_prev_emb: torch.Tensor, s_prev: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """s_i = GRU(s_{i-1}, [E y_{i-1}; c_i]): (B, n)."""
+        return self.cell(torch.cat([y_prev_emb, c], dim=-1), s_prev)
 
 
 class RNNEncoderDecoder(nn.Module):
@@ -154,17 +161,21 @@ class RNNEncoderDecoder(nn.Module):
         self.encoder, self.context, self.decoder = encoder, context, decoder
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor):
-        """src (B, S), tgt_in (B, T) starting with <s> -> logits (B, T, V), alignments (B, T, S) or None."""
+        """src (B, S), tgt_in (B, T) starting with <s> -> logits (B, T, V), alignments (B, T, S) or None.
+        Only the recurrence (attention and GRU) runs step by step; the output layer, most of the arithmetic,
+        then runs once over all (B, T) positions: the same function as `step`, in large matrix products."""
         s, memory = self.context.start(self.encoder(src))
         embedded = self.decoder.dropout(self.decoder.embed(tgt_in))  # (B, T, m)
-        all_logits, all_alpha = [], []
+        states, contexts, all_alpha = [], [], []
         for i in range(tgt_in.size(1)):
             c, alpha = self.context(s, memory)
-            logits, s = self.decoder(embedded[:, i], s, c)
-            all_logits.append(logits)
+            states.append(s)  # s_{i-1}: the output at step i reads the state before it
+            contexts.append(c)
             all_alpha.append(alpha)
+            s = self.decoder.recur(embedded[:, i], s, c)
+        logits = self.decoder.output(embedded, torch.stack(states, dim=1), torch.stack(contexts, dim=1))
         alignments = None if all_alpha[0] is None else torch.stack(all_alpha, dim=1)
-        return torch.stack(all_logits, dim=1), alignments
+        return logits, alignments
 
     def start(self, src: torch.Tensor) -> dict[str, torch.Tensor]:
         s, memory = self.context.start(self.encoder(src))
