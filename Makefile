@@ -4,7 +4,7 @@ PRESET ?= quick
 VENV := .venv
 export ATTNREPRO_DATA ?= $(abspath ../shared/data)
 
-.PHONY: reproduce test lint
+.PHONY: reproduce test test-paper lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ reproduce: $(VENV)/.installed  ## the main job: papers vs baselines at PRESET sc
 
 test: $(VENV)/.installed  ## the test suite and lint, through tox
 	$(VENV)/bin/tox -e py,lint
+
+test-paper: $(VENV)/.installed  ## the VGG-19 / ResNet-101 encoder tests, in a tox env with torchvision (~5.5 GB)
+	$(VENV)/bin/tox -e paper
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -4,6 +4,7 @@ the feature cache, the caption datasets and one Lightning step on real Flickr8k 
 import gzip
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -357,15 +358,29 @@ def test_selection_and_early_stopping_on_validation_bleu():
 # -- the paper's encoders, without downloading their weights ---------------------------------------------------
 
 
+def _torchvision_or_skip() -> None:
+    """Skip without torchvision, except in `tox -e paper` (ATTNREPRO_REQUIRE_TORCHVISION=1), where these tests are
+    the point and a missing or broken torchvision must fail."""
+    if os.environ.get("ATTNREPRO_REQUIRE_TORCHVISION") == "1":
+        import torchvision  # noqa: F401
+    else:
+        pytest.importorskip("torchvision", reason="torchvision is not installed (make test-paper runs these)")
+
+
 @pytest.mark.parametrize("name, shape", [("vgg19", (512, 14, 14)), ("resnet101", (2048, 7, 7))])
 def test_torchvision_encoders_give_the_documented_features(name, shape, flickr8k):
     """VGG-19 conv5_4 (Xu et al. §4.3: 14x14x512) and ResNet-101 layer4 (7x7x2048) on real Flickr8k images,
     with random weights (no download), through the batched extraction that training uses."""
-    pytest.importorskip("torchvision", reason="torchvision is not installed (pip install 'attnrepro[paper]')")
+    _torchvision_or_skip()
     paths = sorted((flickr8k / "Images").glob("10*.jpg"))[:2]
     rng = torch.get_rng_state()
     encoder = encoders.load_encoder(name, pretrained=False)
     assert torch.equal(rng, torch.get_rng_state())
+    if name == "resnet101":  # random residual branches add up to ~1e4 over 33 blocks, beyond the cache's float16;
+        from torchvision.models.resnet import Bottleneck  # trained ones do not: start them at zero, as
+        for block in encoder.modules():  # torchvision's zero_init_residual does
+            if isinstance(block, Bottleneck):
+                torch.nn.init.zeros_(block.bn3.weight)
     with torch.no_grad():
         maps = encoder(torch.stack([encoders.read_image(p) for p in paths]))
     assert maps.shape == (2, *shape)
@@ -374,6 +389,46 @@ def test_torchvision_encoders_give_the_documented_features(name, shape, flickr8k
     features = encoders.compute_features(name, paths, batch_size=1, encoder=encoder)
     assert features.shape == (2, s.locations, s.dim) and features.dtype == np.float16
     np.testing.assert_allclose(features[1], maps[1].flatten(1).T.numpy(), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_paper_preset_trains_with_vgg19_weights_from_a_local_file(flickr8k, tmp_path):
+    """Issue 15: `attnrepro train xu2015 --preset paper --set data.encoder=vgg19 --set data.encoder_weights=PATH`
+    gets as far as training where torchvision and a weights file are present (here a randomly initialised
+    VGG-19 saved as torchvision's state dict, on a few images: the paper's layer sizes, two optimiser steps)."""
+    import subprocess
+    import sys
+
+    _torchvision_or_skip()
+    import torchvision
+
+    weights = tmp_path / "vgg19-random.pth"
+    torch.save(torchvision.models.vgg19().state_dict(), weights)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled", "ATTNREPRO_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "train", "xu2015", "--preset", "paper", "--no-evaluate",
+         "--run-dir", str(run_dir), "--set", "data.encoder=vgg19", "--set", f"data.encoder_weights={weights}",
+         "--set", "data.train_limit=6", "--set", "data.eval_limit=2", "--set", "data.batch_size=8",
+         "--set", "train.max_steps=2", "--set", "train.max_epochs=1"],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.ckpt"))
+    cached = list((tmp_path / "cache" / "features").rglob("*"))
+    assert cached, "the VGG-19 features were not extracted and cached"
+
+
+def test_features_beyond_float16_are_one_clear_error(flickr8k):
+    """Features are cached as float16: weights that give larger values (not ImageNet weights) stop with the
+    cause, instead of caching infinities."""
+    paths = sorted((flickr8k / "Images").glob("10*.jpg"))[:1]
+
+    class Untrained(torch.nn.Module):
+        def forward(self, images):
+            return torch.full((images.size(0), 512, 14, 14), 1e5)
+
+    with pytest.raises(encoders.EncoderError, match=r"vgg19 features reach \|x\| = 1e\+05, beyond float16"):
+        encoders.compute_features("vgg19", paths, encoder=Untrained(), weights="w.pth")
 
 
 def test_missing_encoder_weights_are_one_clear_error(tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ from torch import nn
 
 from .attention import AdditiveAttention
 from .data.vocab import PAD_ID
+from .dropout import Dropout
 from .translation_config import OptimConfig, TrainConfig
 
 
@@ -160,7 +161,7 @@ class _Attention(nn.Module):
                                          for m in (nn.Linear(cfg.attention_dim, cfg.attention_dim), nn.Tanh())])
         # capgen.py n_layers_init > 1: ReLU layers (ff_init_k) on the mean annotation before ff_state/ff_memory
         self.init_mlp = nn.Sequential(*[m for _ in range(cfg.init_layers - 1)
-                                        for m in (nn.Linear(D, D), nn.ReLU(), nn.Dropout(cfg.dropout))])
+                                        for m in (nn.Linear(D, D), nn.ReLU(), Dropout(cfg.dropout))])
         self.init_h = nn.Sequential(nn.Linear(D, n), nn.Tanh())  # f_init,h
         self.init_c = nn.Sequential(nn.Linear(D, n), nn.Tanh())  # f_init,c
 
@@ -267,7 +268,7 @@ class Captioner(nn.Module):
         self.L_h = nn.Linear(n, m)
         self.L_z = nn.Linear(context.lstm_input, m, bias=False) if context.attends else None
         self.L_o = nn.Linear(m, vocab_size)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self._register_load_state_dict_pre_hook(self._upgrade_state_dict)
 
     _MOVED = ("attention", "init_h", "init_c", "f_beta", "image_embed")  # on the decoder before context blocks

@@ -30,6 +30,9 @@ class EncoderError(AttnreproError):
     pass
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # cached features are float16
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str
@@ -211,7 +214,14 @@ def compute_features(name: str, paths: list[Path], batch_size: int = 32, device:
     for batch in tqdm(loader, desc=f"{desc} ({name}, {device})", unit="batch"):
         maps = encoder(batch.to(device, non_blocking=True))  # (B, D, g, g)
         assert maps.shape[1:] == (s.dim, s.grid, s.grid), f"{name} gave {tuple(maps.shape[1:])}"
-        out[start:start + len(batch)] = maps.flatten(2).transpose(1, 2).float().cpu().numpy()  # (B, L, D)
+        values = maps.flatten(2).transpose(1, 2).float().cpu().numpy()  # (B, L, D)
+        peak = float(np.abs(values).max()) if values.size else 0.0
+        if not peak <= FLOAT16_MAX:  # also NaN: nothing non-finite goes into the cache
+            raise EncoderError(
+                f"{name} features reach |x| = {peak:.3g}, beyond float16 (the feature cache's type, max 65504): "
+                f"{'the weights in ' + weights if weights else 'these weights'} do not look like trained "
+                f"ImageNet weights for {name}; check data.encoder_weights")
+        out[start:start + len(batch)] = values
         start += len(batch)
     return out
 

@@ -18,6 +18,7 @@ from torch import nn
 from .attention import AdditiveAttention
 from .beam import log_softmax_fp32
 from .data.vocab import PAD_ID
+from .dropout import Dropout
 from .translation_config import TranslationConfig
 
 
@@ -53,7 +54,7 @@ class GRUEncoder(nn.Module):
         # DEVIATION: torch's GRU applies the reset gate after the recurrent product, r * (U h + b), where
         # the paper has U (r * h) (App. A.1.1); same parameters and capacity, and a fused kernel.
         self.rnn = nn.GRU(emb_dim, hidden, batch_first=True, bidirectional=bidirectional)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.bidirectional = bidirectional
 
     @property
@@ -133,7 +134,7 @@ class MaxoutGRUDecoder(nn.Module):
         self.V_o = nn.Linear(emb_dim, 2 * maxout_dim, bias=False)
         self.C_o = nn.Linear(ctx_dim, 2 * maxout_dim, bias=False)
         self.W_o = nn.Linear(maxout_dim, vocab_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.maxout_dim = maxout_dim
 
     def output(self, y_prev_emb: torch.Tensor, s_prev: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from ..common.attention import MultiHeadAttention
 from ..common.beam import log_softmax_fp32
 from ..common.config import ConfigError
 from ..common.data.vocab import PAD_ID
+from ..common.dropout import Dropout
 from ..common.translation_config import TranslationConfig
 
 
@@ -64,7 +65,7 @@ class EncoderLayer(nn.Module):
         self.self_attn = MultiHeadAttention(m.d_model, m.heads)
         self.ffn = FeedForward(m.d_model, m.d_ff)
         self.norm_1, self.norm_2 = nn.LayerNorm(m.d_model), nn.LayerNorm(m.d_model)
-        self.dropout = nn.Dropout(m.dropout)
+        self.dropout = Dropout(m.dropout)
 
     def forward(self, x, mask, need_weights: bool = False):
         """x (B, S, d), mask (B, 1, S) -> x (B, S, d), self-attention (B, h, S, S) or None."""
@@ -80,7 +81,7 @@ class DecoderLayer(nn.Module):
         self.cross_attn = MultiHeadAttention(m.d_model, m.heads)
         self.ffn = FeedForward(m.d_model, m.d_ff)
         self.norms = nn.ModuleList(nn.LayerNorm(m.d_model) for _ in range(3))
-        self.dropout = nn.Dropout(m.dropout)
+        self.dropout = Dropout(m.dropout)
 
     def forward(self, y, memory, src_mask, need_weights: bool = False):
         """y (B, T, d), memory (B, S, d) -> y (B, T, d), encoder-decoder attention (B, h, T, S) or None."""
@@ -115,7 +116,7 @@ class Transformer(nn.Module):
         self.max_decode_len = m.max_positions - 1  # beam search stops hypotheses here (<s> takes a position)
         self.encoder = nn.ModuleList(EncoderLayer(m) for _ in range(m.layers))
         self.decoder = nn.ModuleList(DecoderLayer(m) for _ in range(m.layers))
-        self.dropout = nn.Dropout(m.dropout)
+        self.dropout = Dropout(m.dropout)
         self.attention_view: tuple[int, int | None] = (-1, None)  # (layer, head or None = mean over heads)
         self._reset_parameters()
 
