@@ -1,14 +1,13 @@
 """Dropout with a cheaper mask on the CPU; `nn.Dropout` everywhere else.
 
-On the CPU `nn.Dropout` draws one Bernoulli variable per element (`aten::bernoulli_`), one thread, about 5 ns
-each: in a profile of the `cpu` Transformer's bf16 training step on 2 cores (5 steps, torch.profiler) the masks
-took ~15% of the step, more than half as long as all its matrix products. Here the mask comes from 16-bit
-slices of 64-bit random integers, a quarter of the generator calls (a 2500 x 256 mask: 0.94 ms against 3.35 ms
-on one core). An element is kept when its 16 bits reach a threshold, so the drop probability is p rounded to a
-multiple of 1/65536 (0.1 becomes 0.100006) and the kept elements are scaled by 1 / (1 - that probability): the
-expectation is unchanged, as with `nn.Dropout`. The draws come from torch's default generator, so seeding and
-the resumable RNG state work as before. Other devices (CUDA's fused dropout is fast) and evaluation use
-`nn.Dropout` itself.
+On the CPU `nn.Dropout` draws one Bernoulli variable per element (`aten::bernoulli_`, one thread), which a one-off
+torch.profiler run of the `cpu` Transformer's bf16 step found to be a large share of it. Here the mask comes from
+16-bit slices of 64-bit random integers, a quarter of the generator calls; the effect is measured by `python
+benchmarks/throughput.py --models vaswani2017 --sizes cpu` (vaswani2017 README). An element is kept when its 16
+bits reach a threshold, so the drop probability is p rounded to a multiple of 1/65536 (0.1 becomes 0.100006) and
+the kept elements are scaled by 1 / (1 - that probability): the expectation is unchanged, as with `nn.Dropout`. The
+draws come from torch's default generator, so seeding and the resumable RNG state work as before. Other devices
+(CUDA's fused dropout is fast) and evaluation use `nn.Dropout` itself.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ def quantised_p(p: float) -> float:
 
 def cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """x with each element zeroed with probability `quantised_p(p)` and the others scaled to keep the mean."""
-    levels = round(p * _LEVELS)
+    levels = round(quantised_p(p) * _LEVELS)
     if levels == 0:
         return x
     if levels >= _LEVELS:
