@@ -158,9 +158,11 @@ class Trainer:
 
 def train_rates(trainers: list[Trainer], seconds: float, rounds: int = 4, warmup: int = 2) -> list[dict]:
     """Tokens/s of each trainer, measured in alternating slices (`rounds` each), so that a change in the
-    machine's load during the measurement affects every precision alike."""
-    for trainer in trainers:  # warm-up: allocator, kernel selection, lazy optimiser state
-        for _ in range(warmup):
+    machine's load during the measurement affects every precision alike. A compiled trainer warms up on every
+    batch once: a batch of a shape not seen before can recompile (the second shape does, to dynamic sizes, and so
+    does the first whose source and target lengths differ), which must not happen on the clock."""
+    for trainer in trainers:  # warm-up: allocator, kernel selection, lazy optimiser state, compilation
+        for _ in range(max(warmup, len(trainer.batches)) if trainer.compiled else warmup):
             trainer.step()
     totals = [[0, 0, 0.0] for _ in trainers]  # steps, tokens, seconds
     for _ in range(rounds):
@@ -180,6 +182,46 @@ def train_rates(trainers: list[Trainer], seconds: float, rounds: int = 4, warmup
                      "target_tokens_per_s": round(rate, 1), "flops_per_target_token": round(flops),
                      "achieved_tflops": round(flops * rate / 1e12, 4)})
     return rows
+
+
+def profile_steps(trainer: Trainer, steps: int, top: int = 25) -> dict:
+    """torch.profiler over `steps` training steps of one trainer (after the measurements: warm): the operators
+    with the most device time (CPU time on a CPU), and whether the step waits for the host. `busy_fraction` is
+    the device's summed kernel time over the wall time; well below 1 means launches and Python, not
+    arithmetic, bound the step."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync(trainer.device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.step()
+        sync(trainer.device)
+        wall = time.perf_counter() - start
+
+    def self_time(event) -> float:  # microseconds; the device's where there is one
+        if not cuda:
+            return event.self_cpu_time_total
+        return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0.0)
+
+    events = prof.key_averages()
+    # Kernels are events of their own beside the operators that launched them: the device's busy time is the
+    # kernels' alone (counting both would count it twice); the ranking names the operators.
+    kernels = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
+    busy = sum(self_time(e) for e in kernels) / 1e6
+    operators = [e for e in events if e not in kernels] if cuda else list(events)
+    ranked = sorted(operators, key=self_time, reverse=True)[:top]
+    return {"precision": trainer.precision, "compiled": trainer.compiled, "steps": steps,
+            "wall_ms_per_step": round(1000 * wall / steps, 2),
+            "device_busy_ms_per_step": round(1000 * busy / steps, 2) if cuda else None,
+            "busy_fraction": round(busy / wall, 3) if cuda else None,
+            "top": [{"op": e.key, "calls_per_step": round(e.count / steps, 1),
+                     "ms_per_step": round(self_time(e) / 1000 / steps, 3),
+                     "share": round(self_time(e) / 1e6 / (busy if cuda else wall * torch.get_num_threads()), 4)}
+                    for e in ranked]}
 
 
 def caption_setup(name: str, size: str, batch: int = 64, words: int = 12) -> tuple:
@@ -256,8 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int,
                         help="tokens per translation batch (default: the cpu preset's data.max_tokens)")
     parser.add_argument("--compile", action="store_true",
-                        help="also measure each model compiled (train.compile) in the auto precision; the warm-up "
-                             "steps compile it (give --warmup 5 or more)")
+                        help="also measure each model compiled (train.compile) in the auto precision; it warms up on "
+                             "every batch once, which compiles it for each new shape")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="after the measurements, profile STEPS steps of each model in the auto precision (and "
+                             "compiled, with --compile): the operators with the most device time, and how busy the "
+                             "device was (a one-off diagnosis; the JSON's `profiles`)")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
                         help="a trained translation run (directory or .ckpt) to measure decoding with")
     parser.add_argument("--split", default="test_2016_flickr")
@@ -291,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if auto not in rate_of:
         parser.error(f"the auto precision here is {auto}, which this benchmark has no matrix rate for")
 
-    training, cache = [], {}
+    training, profiles, cache = [], [], {}
     for name, size in itertools.product(args.models, args.sizes):
         trainers = []
         variants = [(p, False) for p in precisions] + ([(auto, True)] if args.compile else [])
@@ -310,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
             row["fraction_of_matmul_rate"] = round(row["achieved_tflops"] / rate_of[row["precision"]], 4)
             training.append(row)
             console.print(row)
+        for trainer in trainers if args.profile else []:
+            if trainer.precision == auto:
+                profiles.append({"model": name, "size": size, **profile_steps(trainer, args.profile)})
+                console.print({k: v for k, v in profiles[-1].items() if k != "top"})
+                for op in profiles[-1]["top"][:15]:
+                    console.print(f"  {op['ms_per_step']:9.3f} ms {100 * op['share']:5.1f}%  "
+                                  f"x{op['calls_per_step']:<6} {op['op'][:90]}")
         del trainers
 
     def tokens_per_s(name, size, precision, compiled=False):
@@ -358,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"threads": torch.get_num_threads(), "limit": args.limit, "max_len_b": args.max_len_b,
                    "models": args.models, "sizes": args.sizes,
                    "seconds": args.seconds, "warmup": args.warmup, "compile": args.compile,
-                   "max_tokens": args.max_tokens,
+                   "max_tokens": args.max_tokens, "profile_steps": args.profile,
                    "split": args.split,
                    "uncached_limit": args.uncached_limit, "data": "the cpu preset's Multi30k en-de batches"
                    + (f", {args.max_tokens} tokens each" if args.max_tokens else ""),
@@ -369,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         "auto_over_fp32_tokens_per_s": ratios,
         "compiled_auto_over_fp32_tokens_per_s": compiled_ratios,
         "decoding": decoding,
+        "profiles": profiles,
         "targets": targets,
     }
     atomic_write_json(out, result)
