@@ -19,6 +19,8 @@ decode with untrained weights, so every caption runs to `decode.max_len` (the wo
 
     python benchmarks/throughput.py --checkpoint runs/transformer-cpu      # about 10 minutes on 2 CPU cores
     python benchmarks/throughput.py --models vaswani2017 --sizes cpu --seconds 5   # a quick look
+    python benchmarks/throughput.py --models vaswani2017 --sizes paper --max-tokens 25000 --compile --profile 3
+                                          # the GPU targets, at the paper's batch, with where the time goes
 
 Targets (issue 14): the cpu-size Transformer in auto precision >= 1.8x its fp32 tokens/s (on a CPU with
 AVX512-BF16/AMX); a trained cpu-preset Transformer decodes test_2016_flickr at beam 5 at >= 40 sentences/s and

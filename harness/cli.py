@@ -65,7 +65,7 @@ def _devices(value: str) -> int | str:
 def _cmd_evaluate(args) -> None:
     from .evaluate import evaluate
 
-    evaluate(args.target, splits=args.split or None, beam=args.beam)
+    evaluate(args.target, splits=args.split or None, beam=args.beam, decode_overrides=args.set)
 
 
 def _cmd_translate(args) -> None:
@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", type=Path, help="a run directory or a .ckpt file")
     p.add_argument("--split", action="append", help="split to score (repeatable; default: the test splits present)")
     p.add_argument("--beam", type=int, help="beam width (default: the run's config; 1 is greedy)")
+    p.add_argument("--set", action="append", default=[], metavar="decode.KEY=VALUE",
+                   help="change a decoding setting, e.g. --set decode.length_penalty=1.0 (repeatable); the scores "
+                        "are printed, not written into the run's metrics.json")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("translate", help="translate sentences from stdin to stdout")

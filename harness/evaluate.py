@@ -39,7 +39,11 @@ def evaluate(
     device: str | None = None,
     logger=None,
     console: Console | None = None,
+    decode_overrides: list[str] | tuple = (),
 ) -> dict:
+    """Scores of `splits` (default: the test splits present), written into the run's metrics.json, except
+    with `decode_overrides` (`decode.KEY=VALUE`): scores of another decoding setting, e.g. a length penalty
+    chosen on the validation split, are printed only, so that the run's own scores stay those of its config."""
     import torch
 
     from reproductions.loading import load_model
@@ -48,6 +52,9 @@ def evaluate(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(ckpt, device)
     task = tasks.get(loaded.task)
+    if decode_overrides:
+        loaded.cfg = with_decode_overrides(loaded, decode_overrides)
+        run_dir = None  # neither metrics.json nor the run's hypothesis files are touched
     results, skipped = task.evaluate(loaded, run_dir, splits, beam, device, logger=logger)
     if run_dir is not None:
         rundir.update_metrics(run_dir, "splits", results)
@@ -55,6 +62,17 @@ def evaluate(
             rundir.update_metrics(run_dir, "skipped_splits", skipped)
     print_scores(task, results, skipped, loaded.reproduction, console or Console())
     return results
+
+
+def with_decode_overrides(loaded, overrides) -> object:
+    """The loaded run's config with `decode.KEY=VALUE` overrides applied, checked as `--set` is at training."""
+    from reproductions.common.config import ConfigError, parse_override, with_overrides
+
+    for text in overrides:
+        if not parse_override(text)[0].startswith("decode."):
+            raise ConfigError(f"--set {text}: evaluate changes decoding settings only (decode.KEY=VALUE); "
+                              "the model's other settings are fixed by its checkpoint")
+    return with_overrides(loaded.cfg, overrides)
 
 
 def print_scores(task, results: dict, skipped: dict, name: str, console: Console) -> None:

@@ -84,6 +84,22 @@ def test_evaluate_any_split_with_another_beam(trained_runs, data_root):
     assert len((run_dir / "hyps/val.txt").read_text().splitlines()) == 20
 
 
+def test_evaluate_with_another_decoding_setting_prints_and_leaves_the_run_alone(trained_runs, data_root):
+    run_dir = trained_runs["vaswani2017"]
+    before = {name: (run_dir / name).read_bytes() for name in ("metrics.json", "hyps/test_2016_flickr.txt")}
+    env = {"ATTNREPRO_DATA": str(data_root), "COLUMNS": "200"}
+    result = attnrepro("evaluate", str(run_dir), "--split", "test_2016_flickr",
+                       "--set", "decode.length_penalty=1.0", "--set", "decode.beam=2", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = next(line for line in result.stdout.splitlines() if "test_2016_flickr" in line)
+    assert row.split("│")[-2].strip() == "2"  # the beam column: the override took effect
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    wrong = attnrepro("evaluate", str(run_dir), "--set", "model.layers=6", env=env)
+    assert_clean_error(wrong, "--set model.layers=6", "decoding settings only")
+    typo = attnrepro("evaluate", str(run_dir), "--set", "decode.length_penality=1.0", env=env)
+    assert_clean_error(typo, "decode.length_penality")
+
+
 def test_translate_with_attention_plot(trained_runs, tmp_path):
     plot = tmp_path / "align.png"
     result = attnrepro("translate", str(trained_runs["bahdanau2014"] / "checkpoints/last.ckpt"),

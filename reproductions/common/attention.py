@@ -17,8 +17,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # The kernels `F.scaled_dot_product_attention` may pick on a GPU. Not cuDNN's: it builds a graph for every new
 # shape (hundreds of milliseconds each), and batches bucketed by length bring new shapes all through training.
-# On an H100 the cpu-size Transformer's bf16 step was 5x slower than fp32 before this restriction (cuDNN is
-# the suspected cause; the effect of the restriction is not yet measured on a GPU).
+# On an H100 the cpu-size Transformer's bf16 step ran at 32.6k target tokens/s before this restriction and at
+# 106.6k after it (benchmarks/throughput.py; benchmarks/results/throughput-cuda/).
 GPU_ATTENTION_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 

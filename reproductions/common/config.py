@@ -129,6 +129,16 @@ def load_config(cls: type, path: Path | None = None, overrides: list[str] | tupl
     return cfg
 
 
+def with_overrides(cfg: Any, overrides: list[str] | tuple) -> Any:
+    """A new config of `cfg`'s class: `cfg` with `key=value` overrides applied, each checked on its own."""
+    data = to_dict(cfg)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value)
+        cfg = from_dict(type(cfg), data, f"--set {text}")
+    return cfg
+
+
 def load_yaml(cls: type, path: Path | str, what: str | None = None) -> Any:
     """Any YAML settings file (a plan, a board, SLURM settings, paper_results.yaml) as the dataclass `cls`:
     the same key and type checks as the presets, so an unknown key is one error naming the file and the key."""
