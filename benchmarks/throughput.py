@@ -161,8 +161,9 @@ class Trainer:
 def train_rates(trainers: list[Trainer], seconds: float, rounds: int = 4, warmup: int = 2) -> list[dict]:
     """Tokens/s of each trainer, measured in alternating slices (`rounds` each), so that a change in the
     machine's load during the measurement affects every precision alike. A compiled trainer warms up on every
-    batch once: a batch of a shape not seen before can recompile (the second shape does, to dynamic sizes, and so
-    does the first whose source and target lengths differ), which must not happen on the clock."""
+    batch once: a batch of a shape not seen before can recompile (the second shape does, to dynamic sizes; later
+    ones do where they break an equality or alignment the compiled code assumed, such as equal source and target
+    lengths, or a target length divisible by 8), which must not happen on the clock."""
     for trainer in trainers:  # warm-up: allocator, kernel selection, lazy optimiser state, compilation
         for _ in range(max(warmup, len(trainer.batches)) if trainer.compiled else warmup):
             trainer.step()
@@ -216,13 +217,14 @@ def profile_steps(trainer: Trainer, steps: int, top: int = 25) -> dict:
     busy = sum(self_time(e) for e in kernels) / 1e6
     operators = [e for e in events if e not in kernels] if cuda else list(events)
     ranked = sorted(operators, key=self_time, reverse=True)[:top]
+    whole = max(busy if cuda else wall * torch.get_num_threads(), 1e-9)  # seconds the shares are of
     return {"precision": trainer.precision, "compiled": trainer.compiled, "steps": steps,
             "wall_ms_per_step": round(1000 * wall / steps, 2),
             "device_busy_ms_per_step": round(1000 * busy / steps, 2) if cuda else None,
             "busy_fraction": round(busy / wall, 3) if cuda else None,
             "top": [{"op": e.key, "calls_per_step": round(e.count / steps, 1),
                      "ms_per_step": round(self_time(e) / 1000 / steps, 3),
-                     "share": round(self_time(e) / 1e6 / (busy if cuda else wall * torch.get_num_threads()), 4)}
+                     "share": round(self_time(e) / 1e6 / whole, 4)}
                     for e in ranked]}
 
 
