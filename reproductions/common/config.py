@@ -121,16 +121,12 @@ def load_config(cls: type, path: Path | None = None, overrides: list[str] | tupl
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config keys")
         data = loaded or {}
-    cfg = from_dict(cls, data, where)
-    for text in overrides:  # each override is checked on its own so its error names it
-        key, value = parse_override(text)
-        _set_dotted(data, key, value)
-        cfg = from_dict(cls, data, f"--set {text}")
-    return cfg
+    return with_overrides(from_dict(cls, data, where), overrides)
 
 
 def with_overrides(cfg: Any, overrides: list[str] | tuple) -> Any:
-    """A new config of `cfg`'s class: `cfg` with `key=value` overrides applied, each checked on its own."""
+    """A new config of `cfg`'s class: `cfg` with `key=value` overrides applied, each checked on its own so that
+    its error names it."""
     data = to_dict(cfg)
     for text in overrides:
         key, value = parse_override(text)
