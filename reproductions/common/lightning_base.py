@@ -4,11 +4,13 @@ resumption (`ResumableMixin`). Subclasses add the loss and `_checkpoint_extra()`
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 
 from .config import to_dict
-from .optim import configure_optimizers
+from .optim import configure_optimizers, cooldown_factor
 from .resume import ResumableMixin
 
 CHECKPOINT_FORMAT = 1
@@ -64,6 +66,33 @@ class AttnreproModule(ResumableMixin, pl.LightningModule):
     def configure_optimizers(self):
         return configure_optimizers(self.cfg.optim, self.model.parameters())
 
+    # optim.cooldown scales the schedule's learning rate during the optimiser step only, so that schedulers
+    # that read the rate back (ReduceLROnPlateau halves what it finds) keep their own value.
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        cooldown = getattr(self.cfg.optim, "cooldown", 0.0)
+        if not cooldown:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        factor = self._cooldown_factor(cooldown)
+        scheduled = [group["lr"] for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr * factor
+        try:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        finally:
+            for group, lr in zip(optimizer.param_groups, scheduled):
+                group["lr"] = lr
+            self.log("train/lr_cooldown", factor, batch_size=1)  # a float: no device read
+
+    def _cooldown_factor(self, cooldown: float) -> float:
+        """Every rank must step with the same rate: in DDP rank 0's clock decides, read every 10 steps."""
+        trainer = self.trainer
+        if trainer.world_size > 1:
+            if trainer.global_step % 10 == 0 or not hasattr(self, "_cooldown_shared"):
+                self._cooldown_shared = trainer.strategy.broadcast(budget_progress(trainer), src=0)
+            return cooldown_factor(self._cooldown_shared, cooldown)
+        return cooldown_factor(budget_progress(trainer), cooldown)
+
     def _checkpoint_extra(self) -> dict:
         return {}
 
@@ -81,3 +110,23 @@ class AttnreproModule(ResumableMixin, pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._load_resume_state(checkpoint)
         self.tokens_seen = checkpoint.get("attnrepro", {}).get("tokens_seen", 0)
+
+
+def budget_progress(trainer) -> float:
+    """How far through its budget a run is (0..1): the furthest along of elapsed time against
+    `train.max_minutes` (Lightning's own Timer, the clock that stops the run, kept across resumption),
+    steps against `max_steps` and epochs against `max_epochs`."""
+    from pytorch_lightning.callbacks import Timer
+
+    fractions = [0.0]
+    if trainer.max_steps and trainer.max_steps > 0:
+        fractions.append(trainer.global_step / trainer.max_steps)
+    if trainer.max_epochs and trainer.max_epochs > 0 and math.isfinite(trainer.num_training_batches):
+        batches = max(trainer.num_training_batches, 1)
+        fractions.append((trainer.current_epoch + trainer.fit_loop.epoch_loop.batch_progress.current.ready / batches)
+                         / trainer.max_epochs)
+    for timer in (c for c in trainer.callbacks if isinstance(c, Timer)):
+        elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
+        if remaining is not None and elapsed + remaining > 0:
+            fractions.append(elapsed / (elapsed + remaining))
+    return min(1.0, max(fractions))

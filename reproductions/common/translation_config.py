@@ -46,6 +46,9 @@ class OptimConfig:
     warmup_steps: int = 4000  # inverse_sqrt only
     plateau_factor: float = 0.5  # plateau only: lr multiplier when validation loss stalls
     plateau_patience: int = 1
+    # >0: over this last fraction of the run's budget (train.max_minutes, max_steps or max_epochs, whichever
+    # ends it first) the schedule's learning rate is scaled down linearly to 0 ("cooldown"; optim.py)
+    cooldown: float = 0.0
 
 
 @dataclass
