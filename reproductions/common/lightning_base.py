@@ -25,6 +25,7 @@ class AttnreproModule(ResumableMixin, pl.LightningModule):
         self._tokens_read = 0  # target tokens trained on, all ranks together, as of the last read ...
         self._tokens_pending: torch.Tensor | None = None  # ... and since then, counted on the training device
         self._val_sums: list[torch.Tensor] = []
+        self._cooldown_progress: float | None = None  # DDP: rank 0's budget progress, as last broadcast
 
     # Token counts stay on the device during training: reading one (`int(...)`) would make the host wait for
     # the GPU every step. `tokens_seen` reads them, at logging intervals, checkpoints and the end of a run.
@@ -70,7 +71,7 @@ class AttnreproModule(ResumableMixin, pl.LightningModule):
     # that read the rate back (ReduceLROnPlateau halves what it finds) keep their own value.
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
-        cooldown = getattr(self.cfg.optim, "cooldown", 0.0)
+        cooldown = self.cfg.optim.cooldown
         if not cooldown:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         factor = self._cooldown_factor(cooldown)
@@ -88,9 +89,9 @@ class AttnreproModule(ResumableMixin, pl.LightningModule):
         """Every rank must step with the same rate: in DDP rank 0's clock decides, read every 10 steps."""
         trainer = self.trainer
         if trainer.world_size > 1:
-            if trainer.global_step % 10 == 0 or not hasattr(self, "_cooldown_shared"):
-                self._cooldown_shared = trainer.strategy.broadcast(budget_progress(trainer), src=0)
-            return cooldown_factor(self._cooldown_shared, cooldown)
+            if trainer.global_step % 10 == 0 or self._cooldown_progress is None:
+                self._cooldown_progress = trainer.strategy.broadcast(budget_progress(trainer), src=0)
+            return cooldown_factor(self._cooldown_progress, cooldown)
         return cooldown_factor(budget_progress(trainer), cooldown)
 
     def _checkpoint_extra(self) -> dict:

@@ -31,7 +31,7 @@ def configure_optimizers(opt, params):
     plugin refuses to clip for an optimiser that unscales gradients itself, as the fused one does, so that
     case takes the multi-tensor (`foreach`) kernels, which do not synchronise either."""
     params = list(params)
-    if not 0.0 <= getattr(opt, "cooldown", 0.0) < 1.0:
+    if not 0.0 <= opt.cooldown < 1.0:
         raise ConfigError(f"config: 'optim.cooldown' must be a fraction of the budget in [0, 1), got {opt.cooldown!r}")
     if opt.name == "adadelta":  # Bahdanau et al. App. B.2: eps 1e-6, rho 0.95
         optimizer = torch.optim.Adadelta(params, lr=opt.lr, rho=opt.rho, eps=opt.eps, weight_decay=opt.weight_decay)
