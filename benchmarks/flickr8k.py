@@ -55,13 +55,14 @@ METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider_d",
 FIGURE_IMAGES = 3  # test images drawn with their per-word attention
 
 
-def extract_features(preset: str, console: Console) -> dict:
-    """Features of every split the preset uses, computed once into the cache; returns the timing."""
+def extract_features(preset: str, overrides: list[str], console: Console) -> dict:
+    """Features of every split the preset uses (with the `data.*` overrides of --set, such as data.encoder),
+    computed once into the cache before any run's clock starts; returns the timing."""
     from reproductions.common.data.caption_datamodule import split_features
     from reproductions.common.data.captions import load_captions
     from reproductions.common.data.sources import cache_root
 
-    cfg = registry.get("xu2015").load_config(preset)
+    cfg = registry.get("xu2015").load_config(preset, [o for o in overrides if o.startswith("data.")])
     out = {"encoder": cfg.data.encoder, "splits": {}}
     for split in [cfg.data.train_split, cfg.data.val_split, *cfg.data.test_splits]:
         data = load_captions(cfg.data, split)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("benchmarks/results") / f"flickr8k-{args.preset}-{stamp}"
     console = Console()
     load_before = os.getloadavg()
-    features = extract_features(args.preset, console)
+    features = extract_features(args.preset, args.set, console)
     runs = train_or_reuse(args.models, args.preset, out, args.seed, args.set, f"bench-flickr8k-{stamp}", console)
     figures = attention_figures(runs, out, args.preset)
 

@@ -231,7 +231,10 @@ def test_hard_training_step_moves_the_baseline():
     assert -20 < float(block.reward_baseline) < 0  # first batch: the mean per-word log p(y|s,a), about -log(V)
 
 
-def test_encoder_puts_a_flickr8k_dog_in_imagenet_dog_classes(flickr8k):
+@pytest.mark.parametrize("name, grid", [("efficientnet-lite0", 7), ("efficientnet-lite2", 9)])
+def test_encoder_puts_a_flickr8k_dog_in_imagenet_dog_classes(name, grid, flickr8k):
+    """The pretrained weights are really loaded: a dog photo's top 5 ImageNet classes hold a dog breed, and the
+    feature grid is the documented one at the encoder's input size (224 px for Lite0, 260 for Lite2)."""
     captions: dict[str, list[str]] = {}
     with gzip.open(flickr8k / "Flickr8k_text" / "Flickr8k.token.txt.gz", "rt") as fh:
         for line in fh:
@@ -240,15 +243,16 @@ def test_encoder_puts_a_flickr8k_dog_in_imagenet_dog_classes(flickr8k):
     dogs = sorted(k for k, caps in captions.items() if all(" dog " in f" {c} " for c in caps))[:3]
     assert len(dogs) == 3
     rng = torch.get_rng_state()
-    encoder = encoders.load_encoder("efficientnet-lite0")
+    encoder = encoders.load_encoder(name)
     assert torch.equal(rng, torch.get_rng_state())  # building it must not move the global RNG (resumption)
-    pixels = torch.stack([encoders.read_image(flickr8k / "Images" / name) for name in dogs])
+    s = encoders.spec(name)
+    pixels = torch.stack([encoders.read_image(flickr8k / "Images" / dog, s.size) for dog in dogs])
     with torch.no_grad():
         top5 = encoder.classify(pixels).topk(5, dim=-1).indices
         maps = encoder(pixels)
-    assert maps.shape == (3, D, 7, 7)
-    for name, classes in zip(dogs, top5.tolist()):  # ImageNet-1k classes 151-268 are dog breeds
-        assert any(151 <= c <= 268 for c in classes), (name, classes)
+    assert maps.shape == (3, D, grid, grid) == (3, s.dim, s.grid, s.grid)
+    for dog, classes in zip(dogs, top5.tolist()):  # ImageNet-1k classes 151-268 are dog breeds
+        assert any(151 <= c <= 268 for c in classes), (dog, classes)
     assert not any(p.requires_grad for p in encoder.parameters())
 
 

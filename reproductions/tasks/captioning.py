@@ -199,7 +199,7 @@ def caption_images(loaded, images: list[Path], beam: int | None = None, plot_att
     if plot_attention is not None and not has_attention(loaded.model):
         raise AttnreproError(f"{loaded.reproduction} has no attention to plot (it is a fixed-vector model)")
     encoder_name = loaded.cfg.data.encoder
-    pixels = torch.stack([read_image(Path(p)) for p in images])
+    pixels = torch.stack([read_image(Path(p), spec(encoder_name).size) for p in images])
     with torch.no_grad():
         maps = load_encoder(encoder_name, loaded.cfg.data.encoder_weights)(pixels)  # (N, D, g, g)
     features = maps.flatten(2).transpose(1, 2).contiguous()  # (N, L, D)
