@@ -42,7 +42,8 @@ class CaptionDataConfig:
     test_splits: list[str] = field(default_factory=lambda: ["test"])
     train_limit: int | None = None  # keep the first N images of the training split (tests)
     eval_limit: int | None = None  # keep the first N images of the validation and test splits
-    encoder: Literal["efficientnet-lite0", "efficientnet-lite2", "vgg19", "resnet101"] = "efficientnet-lite0"  # see encoders.ENCODERS
+    # see encoders.ENCODERS
+    encoder: Literal["efficientnet-lite0", "efficientnet-lite2", "vgg19", "resnet101"] = "efficientnet-lite0"
     encoder_weights: str | None = None  # a local weights file for vgg19/resnet101 (torchvision's .pth)
     feature_device: str = "auto"  # where features are extracted: auto (the GPU when there is one), cpu, cuda
     min_word_count: int = 5  # words seen fewer times in the training captions become <unk>
