@@ -121,3 +121,26 @@ def test_paper_preset_fails_in_one_line_before_any_work(tmp_path):
         assert_clean_error(result, "torchvision", "attnrepro[paper]")
     assert "features" not in result.stderr  # no feature extraction started
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_flickr8k_benchmark_extracts_features_with_the_data_overrides(data_root, monkeypatch):
+    """`--set data.encoder=...` reaches the up-front feature extraction (so the runs' clocks never include it);
+    overrides of other sections are left to the runs."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from reproductions.common.data import caption_datamodule
+
+    if not (data_root / "flickr8k" / "Images").is_dir():
+        pytest.skip("Flickr8k images not under the data root")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "flickr8k.py"
+    spec = importlib.util.spec_from_file_location("flickr8k_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seen = []
+    monkeypatch.setattr(caption_datamodule, "split_features",
+                        lambda cfg, data, root: seen.append(cfg.data.encoder) or SimpleNamespace(key="k"))
+    out = bench.extract_features("tiny", ["data.encoder=efficientnet-lite2", "model.hidden_dim=8"],
+                                 SimpleNamespace(print=lambda *a, **k: None))
+    assert out["encoder"] == "efficientnet-lite2" and set(seen) == {"efficientnet-lite2"} and len(seen) == 3
