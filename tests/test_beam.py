@@ -21,7 +21,7 @@ class MarkovToy:
     def step(self, state, y_prev):
         log_probs = torch.full((y_prev.size(0), 6), float("-inf"))
         for row, prev in enumerate(y_prev.tolist()):
-            for tok, p in self.table[prev].items():
+            for tok, p in self.table.get(prev, {EOS_ID: 1.0}).items():  # dead beams may hold any token
                 log_probs[row, tok] = math.log(p)
         attention = torch.zeros(y_prev.size(0), 3)
         attention[:, 0] = 1.0
@@ -35,6 +35,23 @@ def test_beam_finds_the_better_sentence_that_greedy_misses():
     assert greedy.tokens == [A] and math.isclose(greedy.score, math.log(0.6 * 0.4), rel_tol=1e-6)
     assert beam.tokens == [B] and math.isclose(beam.score, math.log(0.4 * 0.9), rel_tol=1e-6)
     assert beam.attention.shape == (2, 3)  # one row per emitted token, </s> included
+
+
+class EndsAtOnce(MarkovToy):
+    """</s> right after <s> is the likeliest sentence: the empty translation of a hard source."""
+
+    table = {BOS_ID: {EOS_ID: 0.7, A: 0.2, B: 0.1}, A: {EOS_ID: 0.8, B: 0.2}, B: {EOS_ID: 1.0}}
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_min_len_bars_the_empty_hypothesis_and_zero_allows_it(beam):
+    src = torch.tensor([[7, 8, EOS_ID]])
+    empty = beam_search(EndsAtOnce(), src, beam=beam, alpha=0.6, min_len=0)[0]
+    assert empty.tokens == [] and math.isclose(empty.score, math.log(0.7), rel_tol=1e-6)  # lp(1) = 1
+    hyp = beam_search(EndsAtOnce(), src, beam=beam, alpha=0.0)[0]  # min_len=1, the default
+    assert hyp.tokens == [A] and math.isclose(hyp.score, math.log(0.2 * 0.8), rel_tol=1e-6)
+    two = beam_search(EndsAtOnce(), src, beam=beam, alpha=0.0, min_len=2)[0]
+    assert two.tokens == [A, B] and math.isclose(two.score, math.log(0.2 * 0.2), rel_tol=1e-6)
 
 
 def _tiny_rnnsearch(vocab=30):

@@ -9,7 +9,9 @@ and never reordered. The Transformer caches keys/values (cost linear in the outp
 `cached=False` decodes through `RecomputePrefix` instead, the reference that recomputes the whole prefix.
 
 Finished hypotheses are ranked by log p(y|x) / lp(|y|) with lp = ((5 + |y|) / 6) ** alpha
-(Wu et al. 2016, Eq. 14); alpha = 0 ranks by the raw log-probability.
+(Wu et al. 2016, Eq. 14); alpha = 0 ranks by the raw log-probability. `</s>` is barred before `min_len`
+tokens (fairseq's `--min-len`, default 1 there and here): without it a hard sentence can end up empty, the
+one-token "</s>" outscoring every normalised long hypothesis (Stahlberg & Byrne 2019, arXiv:1908.10090).
 """
 
 from __future__ import annotations
@@ -71,10 +73,12 @@ def beam_search(
     max_len_b: int = 10,
     keep_attention: bool = False,
     cached: bool = True,
+    min_len: int = 1,
 ) -> list[Hypothesis]:
     """src (B, S) token ids padded with PAD_ID -> the best hypothesis per sentence. A float `src` (image
     features, B x L x D) has no length: its hypotheses stop at `max_len_b` tokens. `cached=False` decodes
-    through `RecomputePrefix(model)`."""
+    through `RecomputePrefix(model)`. `min_len` tokens at least precede `</s>` (0 allows an empty hypothesis),
+except where a sentence's length limit forces the end."""
     if not cached:
         model = RecomputePrefix(model)
     batch, device = src.size(0), src.device
@@ -99,6 +103,8 @@ def beam_search(
         log_probs, state, attention = model.step(state, y_prev)  # (B*K, V)
         vocab = log_probs.size(-1)
         log_probs[:, PAD_ID] = log_probs[:, BOS_ID] = float("-inf")
+        if t < min_len:
+            log_probs[:, EOS_ID] = float("-inf")
         ending = (t >= sentence_max).repeat_interleave(beam)  # (B*K,) past its length limit: may only end
         if ending.any():
             eos_only = torch.full_like(log_probs[ending], float("-inf"))

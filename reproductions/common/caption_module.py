@@ -74,7 +74,7 @@ class CaptionModule(AttnreproModule):
         for start in range(0, len(rows), VAL_BLEU_BATCH):
             features = store[rows[start:start + VAL_BLEU_BATCH]].to(self.device)
             best = beam_search(self.model, features, beam=1, alpha=0.0, max_len_a=0.0,
-                               max_len_b=self.cfg.decode.max_len)
+                               max_len_b=self.cfg.decode.max_len, min_len=self.cfg.decode.min_len)
             hyps += [self.vocab.decode(h.tokens).lower() or "." for h in best]
         gts = {i: [" ".join(r.lower().split()) for r in rs] for i, rs in enumerate(refs)}
         bleu = coco_bleu(gts, {i: [h] for i, h in enumerate(hyps)})["bleu"][3]

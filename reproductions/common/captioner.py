@@ -80,6 +80,7 @@ class CaptionDecodeConfig:
     beam: int = 3
     length_penalty: float = 0.0  # alpha of ((5 + |y|) / 6) ** alpha; 0 ranks by log-probability
     max_len: int = 30
+    min_len: int = 1  # words before </s> at least; 0 lets a caption be empty
     batch_size: int = 50
 
 

@@ -46,6 +46,7 @@ def translate_texts(
                 max_len_b=decode.max_len_b,
                 keep_attention=keep_attention,
                 cached=cached,
+                min_len=decode.min_len,
             )
         for i, hyp in zip(chunk, best):
             hyps[i] = hyp

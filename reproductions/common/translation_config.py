@@ -77,6 +77,7 @@ class DecodeConfig:
     length_penalty: float = 1.0  # alpha of ((5 + |y|) / 6) ** alpha (Wu et al. 2016); 0: none
     max_len_a: float = 1.5  # hypotheses stop at a * source length + b tokens
     max_len_b: int = 10
+    min_len: int = 1  # tokens before </s> at least (fairseq's --min-len); 0 lets a hypothesis be empty
     batch_size: int = 64  # sentences decoded together
     length_buckets: list[int] = field(default_factory=lambda: [0, 10, 15, 20, 25, 30, 40, 50])
 
