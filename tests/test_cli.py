@@ -223,3 +223,29 @@ def test_multi30k_benchmark_script_writes_its_json(tmp_path, data_root):
     assert report["targets"]["bahdanau2014"]["met"] is False  # 200 pairs and 10 steps translate nothing
     assert report["runs"]["cho2014"]["config"]["model"]["hidden"] == 16
     assert "bahdanau2014" in result.stdout and "target bahdanau2014" in result.stdout
+
+    # benchmarks/redecode.py: the record's runs decoded again. With their own settings: the recorded scores.
+    redecode = Path(__file__).resolve().parents[1] / "benchmarks" / "redecode.py"
+    env = {**os.environ, "WANDB_MODE": "disabled", "ATTNREPRO_DATA": str(data_root), "COLUMNS": "200"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(redecode), *args], capture_output=True, text=True, timeout=600,
+                              cwd=script.parents[1], env=env)
+
+    same = run(str(tmp_path), "--models", "cho2014", "--out", str(tmp_path / "same"))
+    assert same.returncode == 0, same.stderr[-3000:]
+    again = json.loads((tmp_path / "same" / "result.json").read_text())["runs"]["cho2014"]
+    assert again["scores"] and again["trained_at"] == report["runs"]["cho2014"]["git"]
+    for split, scores in again["scores"].items():
+        assert scores["bleu"] == report["runs"]["cho2014"]["splits"][split]["bleu"]
+    greedy = run(str(tmp_path), "--split", "val", "--set", "decode.beam=1", "--out", str(tmp_path / "greedy"))
+    assert greedy.returncode == 0, greedy.stderr[-3000:]
+    record = json.loads((tmp_path / "greedy" / "result.json").read_text())
+    assert record["overrides"] == ["decode.beam=1"] and record["git"]["commit"] == checkout_commit()
+    assert {r["scores"]["val"]["beam"] for r in record["runs"].values()} == {1}
+    assert "cho2014" in greedy.stdout and "val" in greedy.stdout
+    bad = run(str(tmp_path), "--set", "model.hidden=8", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "decode.KEY=VALUE" in bad.stderr and "Traceback" not in bad.stderr
+    missing = run(str(tmp_path / "nowhere"), "--out", str(tmp_path / "bad"))
+    assert missing.returncode == 2 and "result.json does not exist" in missing.stderr
+    assert not (tmp_path / "bad").exists()  # nothing written for a failed call
