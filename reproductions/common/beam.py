@@ -78,7 +78,7 @@ def beam_search(
     """src (B, S) token ids padded with PAD_ID -> the best hypothesis per sentence. A float `src` (image
     features, B x L x D) has no length: its hypotheses stop at `max_len_b` tokens. `cached=False` decodes
     through `RecomputePrefix(model)`. `min_len` tokens at least precede `</s>` (0 allows an empty hypothesis),
-except where a sentence's length limit forces the end."""
+    except where a sentence's length limit forces the end."""
     if not cached:
         model = RecomputePrefix(model)
     batch, device = src.size(0), src.device
