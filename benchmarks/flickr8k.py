@@ -29,6 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from harness import hardware
 from harness.benchmark import benchmark_parser, provenance, train_or_reuse
 from reproductions import paper_results, registry
 from reproductions.common.io import atomic_write_json
@@ -101,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("benchmarks/results") / f"flickr8k-{args.preset}-{stamp}"
     console = Console()
     load_before = os.getloadavg()
+    machine = hardware.budget_machine(args.set)
+    warning = hardware.budget_warning(machine)
+    if warning:
+        console.print(f"[yellow]warning: {warning}[/yellow]")
     features = extract_features(args.preset, args.set, console)
     runs = train_or_reuse(args.models, args.preset, out, args.seed, args.set, f"bench-flickr8k-{stamp}", console)
     figures = attention_figures(runs, out, args.preset)
@@ -112,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "overrides": args.set,
         **provenance(load_before),
+        "time_budget_machine": machine,
         "features": features,
         "target": target,
         "paper_table1_flickr8k": PAPER,
@@ -123,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     for check in target:
         verdict = "[green]met[/green]" if check["met"] else "[red]not met[/red]"
         console.print(f"target {check['target']}: {check['value']:.2f} vs {check['against']:.2f} {verdict}")
+    if warning:  # again beside the verdicts, which it qualifies
+        console.print(f"[yellow]warning: {warning}[/yellow]")
     console.print(f"results: {out / 'result.json'}")
     return 0
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from harness import hardware
 from harness.benchmark import benchmark_parser, provenance, train_or_reuse
 from reproductions import registry
 from reproductions.common.data.translation import load_split
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("benchmarks/results") / f"multi30k-{args.preset}-{args.pair}-{stamp}"
     console = Console()
     load_before = os.getloadavg()
+    machine = hardware.budget_machine(args.set)
+    warning = hardware.budget_warning(machine)
+    if warning:
+        console.print(f"[yellow]warning: {warning}[/yellow]")
     runs = train_or_reuse(args.models, args.preset, out, args.seed, args.set, f"bench-multi30k-{stamp}", console,
                           pair=args.pair)
 
@@ -71,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "overrides": args.set,
         **provenance(load_before),
+        "time_budget_machine": machine,
         "targets": targets,
         "figure": str(figure) if series else None,
         "bleu_by_length": {"split": FIGURE_SPLIT, "buckets_words": FIGURE_BUCKETS, "series": series},
@@ -81,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, t in targets.items():
         verdict = "[green]met[/green]" if t["met"] else "[red]not met[/red]"
         console.print(f"target {name}: {t['text']}: {t['bleu']:.2f} {verdict}")
+    if warning:  # again beside the verdicts, which it qualifies
+        console.print(f"[yellow]warning: {warning}[/yellow]")
     console.print(f"results: {out / 'result.json'}" + (f"; figure: {figure}" if series else ""))
     return 0
 

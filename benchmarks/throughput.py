@@ -31,7 +31,6 @@ measured bf16 matrix rate.
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime as dt
 import itertools
 import os
@@ -43,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.benchmark import provenance
+from harness.hardware import matmul_rates, sync, timed_steps
 from reproductions import registry, tasks
 from reproductions.common.data.sources import cache_root
 from reproductions.common.data.vocab import PAD_ID
@@ -50,59 +50,13 @@ from reproductions.common.flops import flops_per_target_token
 from reproductions.common.io import atomic_write_json
 from reproductions.common.optim import configure_optimizers
 from reproductions.common.precision import autocast, resolve_precision
+from reproductions.common.rundir import cpu_name
 
 TRANSLATION = ["bahdanau2014", "cho2014", "vaswani2017"]
 CAPTIONING = ["xu2015", "vinyals2015"]
 TARGETS = {"cpu_transformer_auto_over_fp32": 1.8, "decode_beam5_sentences_per_s": 40.0,
            "decode_beam5_cached_over_uncached": 3.0, "gpu_paper_transformer_bf16_over_fp32": 3.0,
            "gpu_paper_transformer_fraction_of_bf16_matmul": 0.35}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_rates(device: torch.device, seconds: float, rounds: int = 4) -> dict:
-    """TFLOP/s of square fp32 and bf16 matrix products of a size that fills the device (2 n^3 FLOPs each),
-    in alternating slices as the training measurements are."""
-    n = 8192 if device.type == "cuda" else 1024
-    operands = {name: [torch.randn(n, n, device=device, dtype=dtype) for _ in range(2)]
-                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    done = {name: [0, 0.0] for name in operands}
-    for a, b in operands.values():
-        for _ in range(3):
-            a @ b
-    for _ in range(rounds):
-        for name, (a, b) in operands.items():
-            def product(a=a, b=b):
-                for _ in range(10 if device.type == "cuda" else 1):
-                    a @ b
-            count, elapsed = timed_steps(product, device, seconds / rounds, min_steps=1)
-            done[name][0] += count * (10 if device.type == "cuda" else 1)
-            done[name][1] += elapsed
-    return {name: {"n": n, "tflops": round(2 * n**3 * count / elapsed / 1e12, 3)}
-            for name, (count, elapsed) in done.items()}
-
-
-def timed_steps(step, device: torch.device, seconds: float, min_steps: int = 2, ahead: int = 2) -> tuple[int, float]:
-    """Run `step` for `seconds` (at least `min_steps` times) -> (steps, seconds). On a GPU the host queues
-    up to `ahead` steps before the device has finished them (as a training loop does), and the device is
-    synchronised only at both ends and on those events. Unbounded, the host queued far more than a slice's
-    worth of an H100's fp32 matrix products: the 6-second matrix-rate measurement had not ended after 45 s."""
-    sync(device)
-    queued = collections.deque()
-    count, start = 0, time.perf_counter()
-    while count < min_steps or time.perf_counter() - start < seconds:
-        step()
-        count += 1
-        if device.type == "cuda":
-            queued.append(torch.cuda.Event())
-            queued[-1].record()
-            if len(queued) > ahead:
-                queued.popleft().synchronize()
-    sync(device)
-    return count, time.perf_counter() - start
 
 
 def translation_setup(name: str, size: str, cache: dict, max_tokens: int | None = None) -> tuple:
@@ -410,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "throughput",
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "auto_precision": auto,
         "config": {"threads": torch.get_num_threads(), "limit": args.limit, "max_len_b": args.max_len_b,
                    "models": args.models, "sizes": args.sizes,
@@ -440,18 +394,6 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     console.print(f"targets: {targets}\nwritten to {out}")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

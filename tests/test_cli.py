@@ -219,7 +219,10 @@ def test_multi30k_benchmark_script_writes_its_json(tmp_path, data_root):
     report = json.loads((tmp_path / "result.json").read_text())
     assert report["preset"] == "tiny" and set(report["runs"]) == {"bahdanau2014", "cho2014"}
     assert report["git"]["commit"] == checkout_commit()
-    assert report["machine"]["cpus"] and report["packages"]["torch"]
+    assert report["machine"]["cpus"] and report["machine"]["cpu"] and report["packages"]["torch"]
+    budget = report["time_budget_machine"]  # the machine's rates, beside the targets' machine
+    assert budget["matmul_tflops"]["fp32"] > 0 and budget["targets_machine"]["cpus"] == 2
+    assert isinstance(budget["differs"], list)
     assert report["targets"]["bahdanau2014"]["met"] is False  # 200 pairs and 10 steps translate nothing
     assert report["runs"]["cho2014"]["config"]["model"]["hidden"] == 16
     assert "bahdanau2014" in result.stdout and "target bahdanau2014" in result.stdout

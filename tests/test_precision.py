@@ -87,3 +87,36 @@ def test_adam_on_cuda_is_fused_unless_lightning_must_clip_its_gradients(monkeypa
     assert made["fused"] is fused
     optim.configure_optimizers(OptimConfig(clip_norm=None), [SimpleNamespace(is_cuda=False)])
     assert made["fused"] is None  # never on CPU parameters
+
+
+@pytest.mark.parametrize("avx512_bf16, threads, bf16_tflops, expected", [
+    (True, 2, 1.3, []),  # the targets' own kind of machine: verdicts comparable
+    (False, 2, 0.05, ["precision 32-true (targets: bf16-mixed)"]),  # bf16 emulated: fp32, half the steps
+    (True, 8, 3.0, ["cpus 8 (targets: 2)"]),
+    (True, 2, 0.6, ["bf16 matrix rate 0.6 TFLOP/s (targets: 1.326)"]),  # same kind, much slower (or loaded)
+])
+def test_a_time_budgeted_benchmark_says_when_its_machine_is_not_the_targets(monkeypatch, avx512_bf16, threads,
+                                                                          bf16_tflops, expected):
+    from harness import hardware
+
+    _fake(monkeypatch, False, False, avx512_bf16, False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(hardware, "matmul_rates", lambda device, seconds: {
+        "fp32": {"n": 1024, "tflops": 0.3}, "bf16": {"n": 1024, "tflops": bf16_tflops}})
+    machine = hardware.budget_machine()
+    assert machine["differs"] == expected and machine["cpu_bf16"] == avx512_bf16
+    assert machine["matmul_tflops"] == {"fp32": 0.3, "bf16": bf16_tflops}
+    warning = hardware.budget_warning(machine)
+    assert (warning is None) == (not expected)
+    if expected:
+        assert expected[0] in warning and "not comparable" in warning
+    if avx512_bf16:  # fp32 asked for on a bf16 machine: the runs make fewer steps than the targets' did
+        asked = hardware.budget_machine(["data.max_tokens=2000", "train.precision=32-true"])
+        assert "precision 32-true (targets: bf16-mixed)" in asked["differs"]
+
+
+def test_the_matrix_rates_are_measured_on_this_machine():
+    from harness import hardware
+
+    rates = hardware.matmul_rates(torch.device("cpu"), seconds=0.2, rounds=2)
+    assert set(rates) == {"fp32", "bf16"} and all(r["n"] == 1024 and r["tflops"] > 0 for r in rates.values())

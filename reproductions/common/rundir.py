@@ -62,13 +62,34 @@ def package_versions() -> dict[str, str]:
 
 
 def machine() -> dict:
-    return {
+    """Where a run ran. With torch loaded: whether the CPU multiplies bf16 natively (what `train.precision: auto`
+    decides by) and the GPU's name; time-budgeted presets train as many steps as the machine allows."""
+    facts = {
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "processor": platform.machine(),
+        "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "torch_threads": _torch_threads(),
     }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        from reproductions.common.precision import cpu_has_bf16
+
+        facts["cpu_bf16"] = cpu_has_bf16()
+        facts["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return facts
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _torch_threads() -> int | None:
