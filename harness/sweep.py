@@ -384,6 +384,9 @@ def sweep(plan_path: Path | str, executor: str = "local", dry_run: bool = False,
             console.print(render_sbatch(plan.runs[0], settings, plan.out / "submitit"))
         return status
 
+    if executor != "slurm":  # a cluster's nodes may see other files than this machine: the runs check there
+        check_data([s for s in plan.runs if status[s.label]["state"] == "queued"])
+
     import torch
 
     # One entry per free place on a GPU, round-robin, so that runs spread over the GPUs before they share one.
@@ -437,6 +440,30 @@ def sweep(plan_path: Path | str, executor: str = "local", dry_run: bool = False,
         console.print(f"[red]{len(failed)} run(s) failed[/red]: " + ", ".join(failed)
                       + f" (logs under {plan.out / 'submitit'}; re-run the plan to retry them)")
     return status
+
+
+def check_data(runs: list[RunSpec]) -> None:
+    """Before any run starts: each distinct data setting of `runs` is checked once (Task.check_data), so that
+    missing data gives one error naming the file, not the same failure from every run and its retries after
+    each has loaded torch. A run's own `env` (e.g. ATTNREPRO_DATA) applies while its data is checked."""
+    seen = set()
+    for spec in runs:
+        repro = registry.get(spec.name)
+        cfg = repro.load_config(spec.preset, spec.overrides, pair=spec.pair)
+        key = (repro.task, repr(cfg.data), tuple(sorted(spec.env.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        saved = {k: os.environ.get(k) for k in spec.env}
+        os.environ.update(spec.env)
+        try:
+            tasks.get(repro.task).check_data(cfg)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def _least_loaded(free_gpus: list[int], need: int) -> list[int] | None:

@@ -60,6 +60,21 @@ def test_an_injected_failure_is_retried_and_reported_while_the_others_finish(dat
     assert "fault injected" in failed["error"]
 
 
+def test_missing_data_is_one_error_before_any_run_starts(data_root, tmp_path):
+    """A run whose data root lacks its files: one line naming the file and what to do, and nothing submitted
+    (no job folder, no run directory), instead of the same failure from every run and retry."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    plan = _plan(tmp_path / "nodata.yaml", tmp_path / "out", [
+        {"reproductions": ["cho2014"], "presets": ["tiny"], "seeds": [1]},
+        {"reproductions": ["xu2015"], "presets": ["tiny"], "seeds": [1], "env": {"ATTNREPRO_DATA": str(empty)}},
+    ])
+    result = attnrepro("sweep", str(plan), "--slots", "2")
+    assert_clean_error(result, f"{empty}/flickr8k/Flickr8k_text/", "not found", "ATTNREPRO_DATA")
+    out = tmp_path / "out"
+    assert not (out / "submitit").exists() and not list(out.glob("*-seed1"))
+
+
 def test_debug_executor_runs_a_plan_in_process(data_root, tmp_path):
     plan = _plan(tmp_path / "debug.yaml", tmp_path / "out", [
         {"reproductions": ["cho2014"], "presets": ["tiny"], "seeds": [5], "overrides": ["train.max_epochs=1"]}])

@@ -41,6 +41,12 @@ class Task(ABC):
     # -- training ----------------------------------------------------------------------------------------------
 
     @abstractmethod
+    def check_data(self, cfg) -> None:
+        """Raise a DataError naming the first missing or corrupt file of a run's training and validation data,
+        and what to do (a download, where no data root is set, happens here once). Cheap next to training: it
+        reads the text files, and only checks that the images exist."""
+
+    @abstractmethod
     def data_module(self, cfg, seed: int, cache_dir: Path):
         """The loaded LightningDataModule of a run (vocabularies built, splits read)."""
 

@@ -32,6 +32,12 @@ class CaptioningTask(Task):
 
     # -- training ----------------------------------------------------------------------------------------------
 
+    def check_data(self, cfg) -> None:
+        from reproductions.common.data.captions import load_captions
+
+        for split in (cfg.data.train_split, cfg.data.val_split):
+            load_captions(cfg.data, split)
+
     def data_module(self, cfg, seed: int, cache_dir: Path):
         from reproductions.common.data.caption_datamodule import CaptionDataModule
 
