@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from rich.console import Console
 from rich.live import Live
@@ -454,16 +455,8 @@ def check_data(runs: list[RunSpec]) -> None:
         if key in seen:
             continue
         seen.add(key)
-        saved = {k: os.environ.get(k) for k in spec.env}
-        os.environ.update(spec.env)
-        try:
+        with mock.patch.dict(os.environ, spec.env):
             tasks.get(repro.task).check_data(cfg)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 def _least_loaded(free_gpus: list[int], need: int) -> list[int] | None:

@@ -28,16 +28,15 @@ class TranslationTask(Task):
 
     def check_data(self, cfg) -> None:
         from reproductions.common.data.sources import resolve
-        from reproductions.common.data.translation import split_files
+        from reproductions.common.data.translation import files_of
 
         d = cfg.data
         splits = [d.val_split]
         if not (d.dataset == "wmt14" and d.train_split == "train"):  # WMT14's training data streams from its source
             splits.insert(0, d.train_split)
         for split in splits:
-            for part in split.split("+"):
-                for file in split_files(d.dataset, d.pair, part):
-                    resolve(file)
+            for file in files_of(d.dataset, d.pair, split):
+                resolve(file)
 
     def data_module(self, cfg, seed: int, cache_dir: Path):
         from reproductions.common.data.datamodule import TranslationDataModule

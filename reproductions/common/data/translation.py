@@ -138,10 +138,15 @@ def split_files(dataset: str, pair: str, split: str) -> tuple[DataFile, DataFile
     raise DataError(f"unknown dataset '{dataset}'; choose multi30k or wmt14")
 
 
+def files_of(dataset: str, pair: str, split: str) -> list[DataFile]:
+    """Every file of `split`, where "+" joins several splits (e.g. train+val)."""
+    return [f for part in split.split("+") for f in split_files(dataset, pair, part)]
+
+
 def split_available(dataset: str, pair: str, split: str) -> bool:
     """Whether `split` can be loaded here: present under the data root, or downloadable without one."""
     try:
-        files = [f for part in split.split("+") for f in split_files(dataset, pair, part)]
+        files = files_of(dataset, pair, split)
     except DataError:
         return False
     root = data_root()
@@ -193,7 +198,6 @@ def checksums(dataset: str, pair: str, splits: list[str]) -> dict[str, str]:
         if dataset == "wmt14" and split == "train":
             out["wmt14/train"] = "HF datasets wmt/wmt14 (no pinned checksum)"
             continue
-        for part in split.split("+"):
-            for file in split_files(dataset, pair, part):
-                out[file.relpath] = file.text_sha256
+        for file in files_of(dataset, pair, split):
+            out[file.relpath] = file.text_sha256
     return out
