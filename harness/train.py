@@ -101,6 +101,8 @@ class Built:
 
 def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, devices, nodes: int,
          evaluate_after: bool, group: str | None, resume_from: Path | None) -> Path:
+    if evaluate_after:
+        tasks.get(repro.task).check_scoring(cfg)
     curves_before = rundir.curves_until(run_dir, resume_from) if resume_from and rundir.is_rank_zero() else None
     built = build(repro, cfg, preset, seed, run_dir, wandb, devices, nodes, group, resume_from)
     built.trainer.fit(built.module, datamodule=built.data, ckpt_path=str(resume_from) if resume_from else None)

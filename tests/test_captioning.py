@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -422,6 +423,38 @@ def test_paper_preset_trains_with_vgg19_weights_from_a_local_file(flickr8k, tmp_
     assert cached, "the VGG-19 features were not extracted and cached"
 
 
+@pytest.mark.slow
+def test_paper_preset_benchmark_records_each_models_speed(flickr8k, tmp_path):
+    """benchmarks/paper_preset.py (the GPU check of the paper preset): VGG-19 features, then each model trains at
+    the paper's sizes and its words/s and seconds per epoch are recorded (random weights: speed and path only)."""
+    import subprocess
+    import sys
+
+    _torchvision_or_skip()
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_preset.py"
+    out = tmp_path / "bench"
+    env = {**os.environ, "WANDB_MODE": "disabled", "ATTNREPRO_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, str(script), "--random-weights", "--models", "xu2015", "xu2015-hard", "--out", str(out),
+         "--set", "data.train_limit=6", "--set", "data.eval_limit=2", "--set", "data.batch_size=8",
+         "--set", "train.max_steps=2", "--set", "train.max_epochs=1"],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((out / "result.json").read_text())
+    assert record["weights"].startswith("random") and record["features"]["encoder"] == "vgg19"
+    assert record["tokens_per_epoch"] == sum(min(len(c.split()), 30) + 1 for caps in _first_captions(6) for c in caps)
+    for name in ("xu2015", "xu2015-hard"):
+        training = record["runs"][name]["training"]
+        assert training["steps"] == 2 and training["parameters"] > 10_000_000  # the paper's sizes (LSTM 1800)
+        assert record["runs"][name]["seconds_per_epoch"] > 0
+
+
+def _first_captions(n: int) -> list[list[str]]:
+    from reproductions.common.data.captions import load_flickr8k
+
+    return load_flickr8k("train").limit(n).captions
+
+
 def test_features_beyond_float16_are_one_clear_error(flickr8k):
     """Features are cached as float16: weights that give larger values (not ImageNet weights) stop with the
     cause, instead of caching infinities."""
@@ -503,16 +536,25 @@ def test_attention_captioner_learns_a_synthetic_image_to_caption_mapping(name):
     assert [h.tokens for h in hyps] == captions.tolist(), f"not learned in {step} steps"
 
 
-def test_training_without_java_stops_before_any_work(tmp_path, monkeypatch):
-    """pycocoevalcap scores the test splits after training: a missing Java is reported before training starts."""
+def test_training_without_java_stops_before_any_work_unless_scoring_is_left_for_later(flickr8k, tmp_path,
+                                                                                         monkeypatch):
+    """pycocoevalcap scores the test splits after training: a missing Java is reported before training starts.
+    `train --no-evaluate` (a GPU node without Java; `attnrepro evaluate` runs elsewhere later) does not need it."""
+    from harness.train import train
+    from reproductions.common import caption_metrics
     from reproductions.common.caption_metrics import MetricError
-    from reproductions.common.data.caption_datamodule import CaptionDataModule
 
-    monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
-    data = CaptionDataModule(registry.get("xu2015").load_config("tiny"), seed=0, cache_dir=tmp_path / "cache")
+    which = shutil.which
+    monkeypatch.setattr(caption_metrics.shutil, "which", lambda cmd, *a, **k: None if cmd == "java" else which(cmd))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ATTNREPRO_CACHE", str(cache))
     with pytest.raises(MetricError, match="needs Java"):
-        data.load()
-    assert not (tmp_path / "cache").exists()  # nothing read, built or cached
+        train("xu2015", "tiny", run_dir=tmp_path / "scored", wandb="disabled")
+    assert not cache.exists() and not (tmp_path / "scored" / "checkpoints").exists()  # nothing read or trained
+
+    run = train("xu2015", "tiny", overrides=["train.max_steps=1"], run_dir=tmp_path / "later", wandb="disabled",
+                evaluate_after=False)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_checkpoints_from_before_the_context_blocks_still_load():

@@ -47,6 +47,11 @@ class Task(ABC):
         reads the text files, and only checks that the images exist."""
 
     @abstractmethod
+    def check_scoring(self, cfg) -> None:
+        """Raise a clear error, before any work, when what scores the test splits after training is missing here
+        (captioning: Java). Not called for `train --no-evaluate`, which scores elsewhere later."""
+
+    @abstractmethod
     def data_module(self, cfg, seed: int, cache_dir: Path):
         """The loaded LightningDataModule of a run (vocabularies built, splits read)."""
 

@@ -38,6 +38,11 @@ class CaptioningTask(Task):
         for split in (cfg.data.train_split, cfg.data.val_split):
             load_captions(cfg.data, split)
 
+    def check_scoring(self, cfg) -> None:
+        from reproductions.common.caption_metrics import require_java
+
+        require_java()  # the test splits are scored by pycocoevalcap after training: fail now, not in an hour
+
     def data_module(self, cfg, seed: int, cache_dir: Path):
         from reproductions.common.data.caption_datamodule import CaptionDataModule
 

@@ -38,6 +38,9 @@ class TranslationTask(Task):
             for file in files_of(d.dataset, d.pair, split):
                 resolve(file)
 
+    def check_scoring(self, cfg) -> None:
+        """sacreBLEU and sacremoses are Python dependencies: nothing outside Python to check."""
+
     def data_module(self, cfg, seed: int, cache_dir: Path):
         from reproductions.common.data.datamodule import TranslationDataModule
 

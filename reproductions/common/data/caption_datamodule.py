@@ -90,12 +90,10 @@ class CaptionDataModule(pl.LightningDataModule):
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches done), set when a run resumes
 
     def load(self, vocab: Vocab | None = None) -> None:
-        """Check what training and scoring need (Java, the encoder and its weights) before any work; read the
-        training and validation splits, build (or reuse) the vocabulary, load or compute features."""
-        from ..caption_metrics import require_java
-
+        """Check what training needs (the encoder and its weights) before any work; read the training and
+        validation splits, build (or reuse) the vocabulary, load or compute features. (Java, for scoring the
+        test splits, is checked by `CaptioningTask.check_scoring` when scoring follows training.)"""
         data = self.cfg.data
-        require_java()  # the test splits are scored by pycocoevalcap after training: fail now, not in an hour
         require_encoder(data.encoder, data.encoder_weights)
         train, val = load_captions(data, data.train_split), load_captions(data, data.val_split)
         self.vocab = vocab or build_caption_vocab(
