@@ -15,10 +15,18 @@ from .tables import Col, print_table
 
 
 def locate(target: Path | str) -> tuple[Path | None, Path]:
-    """RUN_DIR or checkpoint file -> (run dir or None, checkpoint). A run dir's best checkpoint is preferred."""
+    """RUN_DIR or checkpoint file -> (run dir or None, checkpoint). A run dir's checkpoint is the one its training
+    scored (metrics.json `training.scored_checkpoint`: averaged.ckpt with `train.average_last`), else best.ckpt,
+    else last.ckpt, so that evaluating, translating or captioning with a run uses the weights its scores are of."""
     target = Path(target)
     if target.is_dir():
         ckpts = target / "checkpoints"
+        scored = rundir.read_metrics(target).get("training", {}).get("scored_checkpoint")
+        if scored:
+            if not (ckpts / scored).is_file():
+                raise CheckpointError(f"{ckpts / scored} is missing: the run's scores are of that checkpoint; give "
+                                      "another .ckpt of the run explicitly to use it instead")
+            return target, ckpts / scored
         for name in ("best.ckpt", "last.ckpt"):
             if (ckpts / name).is_file():
                 return target, ckpts / name

@@ -77,6 +77,7 @@ def budget_machine(overrides: list[str] = (), seconds: float = 2.0) -> dict:
     precision the runs train in (`auto` unless `overrides` set train.precision), the matrix rates (`seconds` of
     measuring) and `differs`, each way in which it is not the targets' machine (empty: verdicts comparable)."""
     asked = next((o.split("=", 1)[1] for o in overrides if o.startswith("train.precision=")), "auto")
+    minutes = next((o.split("=", 1)[1] for o in overrides if o.startswith("train.max_minutes=")), None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     here = {
         "device": device.type,
@@ -85,11 +86,17 @@ def budget_machine(overrides: list[str] = (), seconds: float = 2.0) -> dict:
         "cpu_bf16": cpu_has_bf16(),
         "precision": resolve_precision(asked),
         "matmul_tflops": {k: v["tflops"] for k, v in matmul_rates(device, seconds).items()},
+        # train.max_minutes=0: the runs end on steps or epochs, so this machine's speed changes only how long
+        # they take; what can still differ from the targets' runs is the arithmetic (device, precision)
+        "time_budgeted": minutes is None or minutes.lower() not in ("0", "0.0", "null", "none"),
     }
-    keys = ("device",) if device.type != TARGETS_MACHINE["device"] else ("cpus", "precision")
+    if not here["time_budgeted"]:
+        keys = ("device", "precision")
+    else:
+        keys = ("device",) if device.type != TARGETS_MACHINE["device"] else ("cpus", "precision")
     differs = [f"{key} {here[key]} (targets: {TARGETS_MACHINE[key]})" for key in keys
                if here[key] != TARGETS_MACHINE[key]]
-    if not differs:
+    if not differs and here["time_budgeted"]:
         precision = "bf16" if here["precision"] == "bf16-mixed" else "fp32"
         rate, reference = here["matmul_tflops"][precision], TARGETS_MACHINE["matmul_tflops"][precision]
         if rate < 0.75 * reference:  # a slower CPU of the same kind (or a loaded one) trains fewer steps
@@ -101,6 +108,9 @@ def budget_warning(machine: dict) -> str | None:
     """One line for the console when a time-budgeted benchmark runs on a machine unlike its targets'."""
     if not machine["differs"]:
         return None
+    if not machine.get("time_budgeted", True):
+        return ("these runs end on steps or epochs (train.max_minutes=0), so this machine's speed does not change "
+                "what they train; they differ from the targets' runs in: " + "; ".join(machine["differs"]))
     return ("this machine is not the one the time-budgeted targets were set on (" + "; ".join(machine["differs"])
             + "): the presets train for fixed minutes, so the scores and verdicts here are not comparable with "
               "the READMEs' records")

@@ -84,6 +84,25 @@ def test_evaluate_any_split_with_another_beam(trained_runs, data_root):
     assert len((run_dir / "hyps/val.txt").read_text().splitlines()) == 20
 
 
+def test_a_run_is_evaluated_with_the_checkpoint_its_scores_are_of(tmp_path):
+    """`evaluate/translate/caption RUN_DIR` use the checkpoint the run's training scored (averaged.ckpt with
+    train.average_last), not best.ckpt: re-scoring a split must not mix weights within one metrics.json."""
+    from harness.evaluate import locate
+    from reproductions.common import rundir
+    from reproductions.common.checkpoint import CheckpointError
+
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for name in ("best.ckpt", "last.ckpt", "averaged.ckpt"):
+        (ckpts / name).write_bytes(b"weights")
+    assert locate(tmp_path) == (tmp_path, ckpts / "best.ckpt")  # before training recorded what it scored
+    rundir.update_metrics(tmp_path, "training", {"scored_checkpoint": "averaged.ckpt"})
+    assert locate(tmp_path) == (tmp_path, ckpts / "averaged.ckpt")
+    (ckpts / "averaged.ckpt").unlink()
+    with pytest.raises(CheckpointError, match="averaged.ckpt is missing"):
+        locate(tmp_path)
+
+
 def test_evaluate_with_another_decoding_setting_prints_and_leaves_the_run_alone(trained_runs, data_root):
     run_dir = trained_runs["vaswani2017"]
     before = {name: (run_dir / name).read_bytes() for name in ("metrics.json", "hyps/test_2016_flickr.txt")}

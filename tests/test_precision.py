@@ -113,6 +113,14 @@ def test_a_time_budgeted_benchmark_says_when_its_machine_is_not_the_targets(monk
     if avx512_bf16:  # fp32 asked for on a bf16 machine: the runs make fewer steps than the targets' did
         asked = hardware.budget_machine(["data.max_tokens=2000", "train.precision=32-true"])
         assert "precision 32-true (targets: bf16-mixed)" in asked["differs"]
+    # runs that end on steps, not minutes: the core count and speed no longer matter, the arithmetic still does
+    stepped = hardware.budget_machine(["train.max_minutes=0", "train.max_steps=7036"])
+    assert not stepped["time_budgeted"] and machine["time_budgeted"]
+    assert stepped["differs"] == [d for d in expected if d.startswith("precision")]
+    if stepped["differs"]:
+        assert "end on steps or epochs" in hardware.budget_warning(stepped)
+    else:
+        assert hardware.budget_warning(stepped) is None
 
 
 def test_the_matrix_rates_are_measured_on_this_machine():
