@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from reproductions.common.config import parse_override
 from reproductions.common.precision import cpu_has_bf16, resolve_precision
 from reproductions.common.rundir import cpu_name
 
@@ -76,19 +77,18 @@ def budget_machine(overrides: list[str] = (), seconds: float = 2.0) -> dict:
     """The training machine of a time-budgeted benchmark, beside TARGETS_MACHINE: device, CPU count, the
     precision the runs train in (`auto` unless `overrides` set train.precision), the matrix rates (`seconds` of
     measuring) and `differs`, each way in which it is not the targets' machine (empty: verdicts comparable)."""
-    asked = next((o.split("=", 1)[1] for o in overrides if o.startswith("train.precision=")), "auto")
-    minutes = next((o.split("=", 1)[1] for o in overrides if o.startswith("train.max_minutes=")), None)
+    asked = dict(parse_override(o) for o in overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     here = {
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "cpus": torch.get_num_threads() if device.type == "cpu" else None,
         "cpu_bf16": cpu_has_bf16(),
-        "precision": resolve_precision(asked),
+        "precision": resolve_precision(str(asked.get("train.precision", "auto"))),
         "matmul_tflops": {k: v["tflops"] for k, v in matmul_rates(device, seconds).items()},
         # train.max_minutes=0: the runs end on steps or epochs, so this machine's speed changes only how long
         # they take; what can still differ from the targets' runs is the arithmetic (device, precision)
-        "time_budgeted": minutes is None or minutes.lower() not in ("0", "0.0", "null", "none"),
+        "time_budgeted": bool(asked.get("train.max_minutes", True)),
     }
     if not here["time_budgeted"]:
         keys = ("device", "precision")
