@@ -1,14 +1,16 @@
 # Set-up and the two commands of the README. Everything installs into .venv, torch 2.13.0 (CPU) first.
 PYTHON ?= python3
+# where torch comes from: empty for the default index (on Linux PyPI serves a CUDA build); for the CPU-only build
+# make TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 PRESET ?= quick
 VENV := .venv
-export ATTNREPRO_DATA ?= $(abspath ../shared/data)
 
 .PHONY: reproduce test test-paper lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(VENV)/bin/pip install -q -e '.[test,lint]' 'tox>=4'
 	touch $@
 

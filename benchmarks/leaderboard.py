@@ -34,16 +34,19 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.progress import track
-from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from harness.benchmark import provenance  # noqa: E402
+from harness.tables import Col, print_table  # noqa: E402
+from reproductions.common.data.sources import DATA_ENV, data_root  # noqa: E402
 from reproductions.common.io import atomic_write_json  # noqa: E402
 from reproductions.common.metrics import corpus_scores  # noqa: E402
 
 TARGET = {"min_translation_submissions_per_s": 1.5, "max_caption_submission_s": 60.0}
+# the references this benchmark reads itself; the server reads its boards' references from the same root
+NEEDED = ("wmt14/2014/en-de/newstest2014.de.gz", "flickr8k/Flickr8k_text/Flickr_8k.testImages.txt")
 
 
 def main() -> None:
@@ -53,10 +56,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2, help="server processes (default: 2, one per core here)")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "leaderboard")
+    parser.add_argument("--references", type=Path, default=data_root(),
+                        help=f"the boards' reference root, in the layout of the data folder (default: ${DATA_ENV})")
     args = parser.parse_args()
-    data = Path(os.environ.get("ATTNREPRO_DATA", REPO.parent / "shared" / "data"))
-    if not (data / "wmt14").is_dir():
-        raise SystemExit(f"no data under {data}: set ATTNREPRO_DATA to the shared data folder")
+    data = args.references
+    if data is None:
+        raise SystemExit(f"leaderboard benchmark: no references: set {DATA_ENV} (or pass --references) to the data "
+                         f"folder that holds {' and '.join(NEEDED)}")
+    missing = [path for path in NEEDED if not (data / path).is_file()]
+    if missing:
+        raise SystemExit(f"leaderboard benchmark: {data} lacks {', '.join(missing)}: set {DATA_ENV} (or pass "
+                         "--references) to the data folder that holds them")
     from lbsupport import Server, add_user, database, post
 
     load_before = os.getloadavg()
@@ -68,8 +78,9 @@ def main() -> None:
             result = run(server, url, data, args, add_user, post)
         finally:
             server.stop()
-    result = {"benchmark": "leaderboard", "database": url.split("://")[0], "settings": vars(args) | {
-        "results": str(args.results)}, "target": TARGET, **result, **provenance(load_before)}
+    settings = vars(args) | {"results": str(args.results), "references": str(args.references)}
+    result = {"benchmark": "leaderboard", "database": url.split("://")[0], "settings": settings, "target": TARGET,
+              **result, **provenance(load_before)}
     atomic_write_json(args.results / "result.json", result)
     print(f"wrote {args.results / 'result.json'}")
 
@@ -118,18 +129,18 @@ def run(server, url: str, data: Path, args, add_user, post) -> dict:
         raise SystemExit(f"caption submission failed: {caption_answer.text}")
 
     per_s = len(jobs) / wall
-    table = Table(title=f"leaderboard server ({url.split('://')[0]}), {args.workers} workers, {args.clients} clients")
-    for column in ("measure", "value"):
-        table.add_column(column)
-    table.add_row("translation submissions (newstest2014, 3003 lines)", str(len(jobs)))
-    table.add_row("throughput", f"{per_s:.2f} submissions/s (target >= {TARGET['min_translation_submissions_per_s']})")
-    table.add_row("latency p50 / p95 / max", f"{statistics.median(latencies):.2f} / "
-                  f"{latencies[int(0.95 * (len(latencies) - 1))]:.2f} / {latencies[-1]:.2f} s")
-    table.add_row("stored once, ranked by server score", str(ranked_ok))
-    table.add_row("captioning submission (1000 images, pycocoevalcap)",
-                  f"{caption_s:.1f} s (target <= {TARGET['max_caption_submission_s']:.0f}); "
-                  f"CIDEr-D {caption_answer.json()['scores']['cider_d']:.2f}")
-    Console().print(table)
+    rows = [
+        ["translation submissions (newstest2014, 3003 lines)", str(len(jobs))],
+        ["throughput", f"{per_s:.2f} submissions/s (target >= {TARGET['min_translation_submissions_per_s']})"],
+        ["latency p50 / p95 / max", f"{statistics.median(latencies):.2f} / "
+         f"{latencies[int(0.95 * (len(latencies) - 1))]:.2f} / {latencies[-1]:.2f} s"],
+        ["stored once, ranked by server score", str(ranked_ok)],
+        ["captioning submission (1000 images, pycocoevalcap)",
+         f"{caption_s:.1f} s (target <= {TARGET['max_caption_submission_s']:.0f}); "
+         f"CIDEr-D {caption_answer.json()['scores']['cider_d']:.2f}"],
+    ]
+    title = f"leaderboard server ({url.split('://')[0]}), {args.workers} workers, {args.clients} clients"
+    print_table(Console(), title, [Col("measure", "text"), Col("value", "text")], rows)
     return {
         "translation": {"submissions": len(jobs), "wall_s": round(wall, 2), "per_s": round(per_s, 3),
                         "latency_s": {"p50": round(statistics.median(latencies), 3),

@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from harness.benchmark import benchmark_parser, provenance
+from harness.tables import Col, print_table
 from harness.train import train
 from reproductions import registry
 from reproductions.common.io import atomic_path, atomic_write_json
@@ -94,16 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     atomic_write_json(out / "result.json", result)
-    table = Table(title=f"`{args.preset}` preset, {args.minutes:g} training minutes per model")
-    for column in ("model", "device", "precision", "parameters", "steps", "words/s", "s per epoch",
-                   "val BLEU-4 (greedy)"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    columns = [Col("model"), Col("device"), Col("precision")] + [
+        Col(header, "number") for header in ("parameters", "steps", "words/s", "s per epoch", "val BLEU-4 (greedy)")]
+    rows = []
     for name, run in runs.items():
         t = run["training"]
-        table.add_row(name, t["accelerator"], t["precision"], f"{t['parameters'] / 1e6:.1f}M", str(t["steps"]),
-                      f"{t['target_tokens_per_s']:.0f}", str(run["seconds_per_epoch"]),
-                      f"{t.get('best_val_bleu4') or 0:.2f}")
-    console.print(table)
+        rows.append([name, t["accelerator"], t["precision"], f"{t['parameters'] / 1e6:.1f}M", str(t["steps"]),
+                     f"{t['target_tokens_per_s']:.0f}", str(run["seconds_per_epoch"]),
+                     f"{t.get('best_val_bleu4') or 0:.2f}"])
+    print_table(console, f"`{args.preset}` preset, {args.minutes:g} training minutes per model", columns, rows)
     console.print(f"results: {out / 'result.json'}")
     return 0
 

@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from harness.benchmark import provenance
+from harness.tables import Col, print_table
 from reproductions.common.errors import AttnreproError
 from reproductions.common.io import atomic_write_json
 
@@ -91,11 +91,10 @@ def redecode(record: Path, splits: list[str] | None, overrides: list[str], model
     return runs
 
 
-def summary(runs: dict) -> Table:
-    table = Table(title="recorded -> decoded again")
+def print_summary(console: Console, runs: dict) -> None:
     shown = [k for k in SHOWN if any(k in new for run in runs.values() for new in run["scores"].values())]
-    for col in ("model", "split", *shown):
-        table.add_column(col, justify="left" if col in ("model", "split") else "right")
+    columns = [Col("model"), Col("split"), *(Col(key, "number") for key in shown)]
+    rows = []
     for name, run in runs.items():
         for split, new in run["scores"].items():
             old = run["recorded"].get(split) or {}
@@ -107,8 +106,8 @@ def summary(runs: dict) -> Table:
                     cells.append(f"{old[key]:.2f} -> {new[key]:.2f}")
                 else:
                     cells.append(f"{new[key]:.2f}")
-            table.add_row(name, split, *cells)
-    return table
+            rows.append([name, split, *cells])
+    print_table(console, "recorded -> decoded again", columns, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "each run's training commit is under runs.NAME.trained_at; git is the commit that decoded",
         "runs": runs,
     })
-    console.print(summary(runs))
+    print_summary(console, runs)
     console.print(f"results: {args.out / 'result.json'}")
     return 0
 

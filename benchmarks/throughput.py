@@ -22,7 +22,7 @@ decode with untrained weights, so every caption runs to `decode.max_len` (the wo
     python benchmarks/throughput.py --models vaswani2017 --sizes paper --max-tokens 25000 --compile --profile 3
                                           # the GPU targets, at the paper's batch, with where the time goes
 
-Targets (issue 14): the cpu-size Transformer in auto precision >= 1.8x its fp32 tokens/s (on a CPU with
+Targets: the cpu-size Transformer in auto precision >= 1.8x its fp32 tokens/s (on a CPU with
 AVX512-BF16/AMX); a trained cpu-preset Transformer decodes test_2016_flickr at beam 5 at >= 40 sentences/s and
 >= 3x its uncached path; on an H100/H200-class GPU paper-base bf16 >= 3x its fp32 tokens/s and >= 35% of the
 measured bf16 matrix rate.
@@ -39,10 +39,10 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from harness.benchmark import provenance
 from harness.hardware import matmul_rates, sync, timed_steps
+from harness.tables import Col, print_table
 from reproductions import registry, tasks
 from reproductions.common.data.sources import cache_root
 from reproductions.common.data.vocab import PAD_ID
@@ -384,14 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets,
     }
     atomic_write_json(out, result)
-    table = Table(title=f"training throughput on {result['device_name']} (auto = {auto})")
-    for column in ("model", "size", "precision", "tokens/s", "TFLOP/s", "of matmul"):
-        table.add_column(column)
-    for r in training:
-        table.add_row(r["model"], r["size"], r["precision"] + (" compiled" if r["compiled"] else ""),
-                      f"{r['target_tokens_per_s']:.0f}",
-                      f"{r['achieved_tflops']:.3f}", f"{100 * r['fraction_of_matmul_rate']:.1f}%")
-    console.print(table)
+    columns = [Col("model"), Col("size"), Col("precision"), Col("tokens/s", "number"), Col("TFLOP/s", "number"),
+               Col("of matmul", "number")]
+    rows = [[r["model"], r["size"], r["precision"] + (" compiled" if r["compiled"] else ""),
+             f"{r['target_tokens_per_s']:.0f}", f"{r['achieved_tflops']:.3f}",
+             f"{100 * r['fraction_of_matmul_rate']:.1f}%"] for r in training]
+    print_table(console, f"training throughput on {result['device_name']} (auto = {auto})", columns, rows)
     console.print(f"targets: {targets}\nwritten to {out}")
     return 0
 

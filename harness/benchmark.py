@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 
 from reproductions.common import rundir
 
-from .train import train
+from . import hardware
+from .train import resume, train
 
 
 def benchmark_parser(doc: str, models: list[str], results_help: str) -> argparse.ArgumentParser:
-    """The options every benchmark script takes."""
+    """The options every benchmark script takes. A benchmark trains in its own process, outside the CLI's main(),
+    so the known third-party tips and deprecation warnings are silenced here as the CLI silences them."""
+    from . import quiet_known_noise
+
+    quiet_known_noise()
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--models", nargs="+", default=models)
@@ -37,18 +40,38 @@ def train_or_reuse(names: list[str], preset: str, out: Path, seed: int, override
         run_dir = out / "runs" / name
         if rundir.read_metrics(run_dir).get("splits"):
             console.print(f"{name}: reusing the finished run in {run_dir}")
+        elif (run_dir / "config.yaml").is_file():  # an interrupted benchmark: its run goes on from its checkpoint
+            console.rule(f"{name}: resuming {run_dir}")
+            resume(run_dir, group=group)
         else:
             console.rule(f"{name} ({preset}{', ' + pair if pair else ''})")
             train(name, preset, pair=pair, overrides=overrides, seed=seed, run_dir=run_dir, group=group)
-        provenance = json.loads((run_dir / "provenance.json").read_text())
+        facts = rundir.read_run(run_dir)
+        provenance = facts["provenance"]
         runs[name] = {
             "run_dir": str(run_dir),
             "git": provenance["git"],
             "started": provenance["started"],
-            "config": yaml.safe_load((run_dir / "config.yaml").read_text()),
+            "config": facts["config"],
             **rundir.read_metrics(run_dir),
         }
     return runs
+
+
+BUDGET_MINUTES = 30.0  # the `cpu` presets' budgets are sized to train each model within this on the reference machine
+
+
+def budget_minutes(runs: dict, machine: dict) -> dict:
+    """Each run's training minutes and target tokens/s, and whether the budget kept within BUDGET_MINUTES: judged
+    only where this machine is the reference kind (`machine` from hardware.budget_machine), else "unmeasured"."""
+    reference = not hardware.compared_differences(machine)
+    per_run = {name: {"minutes": round(r.get("training", {}).get("wall_time_s", 0) / 60, 1),
+                      "target_tokens_per_s": r.get("training", {}).get("target_tokens_per_s"),
+                      "steps": r.get("training", {}).get("steps")} for name, r in runs.items()}
+    within = all(v["minutes"] <= BUDGET_MINUTES for v in per_run.values())
+    return {"runs": per_run, "limit": BUDGET_MINUTES,
+            "within_limit": within if reference else "unmeasured (this machine is not the reference machine: "
+                                                     + "; ".join(hardware.compared_differences(machine)) + ")"}
 
 
 def provenance(load_before: tuple) -> dict:
@@ -60,3 +83,12 @@ def provenance(load_before: tuple) -> dict:
         "note": "each run records its own commit and start time under runs.NAME.git / .started",
         "packages": rundir.package_versions(),
     }
+
+
+def stopped_by(training: dict) -> str:
+    """A table's "stopped by" cell: what ended the run, marked where the report would flag it (the time cap,
+    an interruption, a loss that did not fall)."""
+    from .report import run_flags
+
+    what = str(training.get("stopped_by") or "-")
+    return what + (" (check this run)" if run_flags(training) else "")

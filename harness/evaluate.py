@@ -48,6 +48,7 @@ def evaluate(
     logger=None,
     console: Console | None = None,
     decode_overrides: list[str] | tuple = (),
+    allow_other_run: bool = False,
 ) -> dict:
     """Scores of `splits` (default: the test splits present), written into the run's metrics.json, except
     with `decode_overrides` (`decode.KEY=VALUE`): scores of another decoding setting, e.g. a length penalty
@@ -59,6 +60,8 @@ def evaluate(
     run_dir, ckpt = locate(target) if checkpoint is None else (Path(target), checkpoint)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(ckpt, device)
+    if run_dir is not None and not allow_other_run:
+        check_same_run(run_dir, loaded)
     task = tasks.get(loaded.task)
     if decode_overrides:
         loaded.cfg = with_decode_overrides(loaded, decode_overrides)
@@ -70,6 +73,25 @@ def evaluate(
             rundir.update_metrics(run_dir, "skipped_splits", skipped)
     print_scores(task, results, skipped, loaded.reproduction, console or Console())
     return results
+
+
+def check_same_run(run_dir: Path, loaded) -> None:
+    """Scores are written into a run's metrics.json only from that run's own checkpoints: the run id stored in the
+    checkpoint (else, for older checkpoints, the reproduction and config) must be the run directory's."""
+    from reproductions import registry
+    from reproductions.common.config import to_dict
+
+    facts = rundir.read_run(run_dir)
+    mine = facts["provenance"].get("run_id")
+    if loaded.run_id and mine:
+        same = loaded.run_id == mine
+    else:
+        config = registry.get(facts["reproduction"]).config_from_dict(facts["config"], str(run_dir / "config.yaml"))
+        same = loaded.reproduction == facts["reproduction"] and to_dict(loaded.cfg) == to_dict(config)
+    if not same:
+        raise CheckpointError(f"{loaded.path} is not a checkpoint of the run {run_dir} (another run wrote it); "
+                              "its scores would overwrite the run's. Evaluate it from its own run directory, or "
+                              "pass --allow-other-run to score it into this one anyway")
 
 
 def with_decode_overrides(loaded, overrides) -> object:

@@ -5,10 +5,10 @@ test examples, BLEU by source length), plus a table of sample outputs."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from reproductions import tasks
+from reproductions.common import rundir
 from reproductions.common.plots import learning_curves_plot
 
 
@@ -32,7 +32,7 @@ def write_run_figures(run_dir: Path, checkpoint: Path, logger=None) -> dict[str,
         learning_curves_plot({run_dir.name: rows}, out / "learning_curves.png")
         figures["learning_curves"] = [out / "learning_curves.png"]
     loaded = load_model(checkpoint)
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    metrics = rundir.read_metrics(run_dir)
     drawn, table = tasks.get(loaded.task).run_figures(loaded, run_dir, out, metrics.get("splits", {}))
     figures.update(drawn)
     if logger is not None:

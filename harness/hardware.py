@@ -1,10 +1,10 @@
 """What the machine can compute, measured in the run that uses it: the matrix-product rates every benchmark
-records, and whether a time-budgeted benchmark runs on the kind of machine its targets were set on.
+records, and in which ways its runs' arithmetic differs from that of the machine the targets were set on.
 
-The `cpu` presets train for a fixed number of minutes, so their scores depend on the machine as much as on the
-recipe: on a CPU without bf16 instructions `auto` trains in fp32 and makes about half the updates in the same
-30 minutes. A benchmark therefore records the machine's rates beside its scores and says when a target verdict
-was reached on a machine unlike the targets' own.
+The presets stop on steps, so a slower or busier machine trains the same updates and only takes longer; what can
+still move a score a little is the arithmetic (`auto` precision is bf16-mixed on a CPU with AVX512-BF16, fp32
+without). A run given the opt-in wall-clock cap `train.max_minutes` depends on the machine's speed as well: then
+the core count and the matrix rate are compared too, and the benchmark says its verdicts are not comparable.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from reproductions.common.config import parse_override
 from reproductions.common.precision import cpu_has_bf16, resolve_precision
 from reproductions.common.rundir import cpu_name
 
-# The machine the 30-minute targets of benchmarks/multi30k.py and flickr8k.py were set and measured on: our
-# 2-core CPU with AVX512-BF16, whose matrix rates (n = 1024) were measured by benchmarks/throughput.py on
-# 2026-11-26 (benchmarks/results/throughput-cpu/throughput-cpu-transformer-training-30s.json).
+# The machine the targets of benchmarks/multi30k.py and flickr8k.py were set and measured on (and the `cpu`
+# budgets sized on): a 2-core CPU with AVX512-BF16, whose matrix rates (n = 1024) were measured by
+# benchmarks/throughput.py (benchmarks/results/throughput-cpu/throughput-cpu-transformer-training-30s.json).
 TARGETS_MACHINE = {"device": "cpu", "cpus": 2, "precision": "bf16-mixed",
                    "matmul_tflops": {"fp32": 0.357, "bf16": 1.326}}
 
@@ -74,7 +74,7 @@ def matmul_rates(device: torch.device, seconds: float, rounds: int = 4) -> dict:
 
 
 def budget_machine(overrides: list[str] = (), seconds: float = 2.0) -> dict:
-    """The training machine of a time-budgeted benchmark, beside TARGETS_MACHINE: device, CPU count, the
+    """The training machine of a benchmark, beside TARGETS_MACHINE: device, CPU count, the
     precision the runs train in (`auto` unless `overrides` set train.precision), the matrix rates (`seconds` of
     measuring) and `differs`, each way in which it is not the targets' machine (empty: verdicts comparable)."""
     asked = dict(parse_override(o) for o in overrides)
@@ -86,9 +86,10 @@ def budget_machine(overrides: list[str] = (), seconds: float = 2.0) -> dict:
         "cpu_bf16": cpu_has_bf16(),
         "precision": resolve_precision(str(asked.get("train.precision", "auto"))),
         "matmul_tflops": {k: v["tflops"] for k, v in matmul_rates(device, seconds).items()},
-        # train.max_minutes=0: the runs end on steps or epochs, so this machine's speed changes only how long
-        # they take; what can still differ from the targets' runs is the arithmetic (device, precision)
-        "time_budgeted": bool(asked.get("train.max_minutes", True)),
+        # the presets end on steps or epochs, so this machine's speed changes only how long they take; what can
+        # still differ from the targets' runs is the arithmetic (device, precision). --set train.max_minutes=M
+        # opts into a wall-clock cap, and then the speed matters too.
+        "time_budgeted": bool(asked.get("train.max_minutes")),
     }
     if not here["time_budgeted"]:
         keys = ("device", "precision")
@@ -104,13 +105,27 @@ def budget_machine(overrides: list[str] = (), seconds: float = 2.0) -> dict:
     return {**here, "targets_machine": TARGETS_MACHINE, "differs": differs}
 
 
+def compared_differences(machine: dict) -> list[str]:
+    """How this machine differs from the reference one as a speed-sensitive run sees it (cores, precision, rate),
+    whether or not the runs were time-budgeted: what decides if a measured time says anything about the budget."""
+    differs = [f"{key} {machine[key]} (targets: {TARGETS_MACHINE[key]})" for key in ("device", "cpus", "precision")
+               if machine.get(key) != TARGETS_MACHINE[key]]
+    if not differs:
+        precision = "bf16" if machine["precision"] == "bf16-mixed" else "fp32"
+        rate, reference = machine["matmul_tflops"][precision], TARGETS_MACHINE["matmul_tflops"][precision]
+        if rate < 0.75 * reference:
+            differs.append(f"{precision} matrix rate {rate} TFLOP/s (targets: {reference})")
+    return differs
+
+
 def budget_warning(machine: dict) -> str | None:
-    """One line for the console when a time-budgeted benchmark runs on a machine unlike its targets'."""
+    """One line for the console when a benchmark's runs differ from those its targets were set with."""
     if not machine["differs"]:
         return None
     if not machine.get("time_budgeted", True):
-        return ("these runs end on steps or epochs (train.max_minutes=0), so this machine's speed does not change "
-                "what they train; they differ from the targets' runs in: " + "; ".join(machine["differs"]))
+        return ("these runs end on steps or epochs, so this machine's speed does not change what they train; "
+                "their arithmetic differs from the targets' runs in: " + "; ".join(machine["differs"])
+                + " (scores can move by a little; the verdicts stand)")
     return ("this machine is not the one the time-budgeted targets were set on (" + "; ".join(machine["differs"])
-            + "): the presets train for fixed minutes, so the scores and verdicts here are not comparable with "
-              "the READMEs' records")
+            + "): train.max_minutes caps these runs in wall-clock time, so the scores and verdicts here are not "
+              "comparable with the READMEs' records")

@@ -17,16 +17,14 @@ of every run.
 from __future__ import annotations
 
 import html
-import json
 import math
 import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from reproductions import paper_results, registry, tasks
+from reproductions.common import rundir
 from reproductions.common.errors import AttnreproError
 from reproductions.common.io import atomic_write_json, atomic_write_text
 
@@ -83,11 +81,11 @@ def find_runs(targets: list[Path]) -> list[Run]:
         paths += found
     runs = []
     for path in dict.fromkeys(paths):
-        provenance = json.loads((path / "provenance.json").read_text())
-        metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
+        metrics = rundir.read_metrics(path)
         if not metrics.get("splits"):
             continue  # unfinished: nothing to report yet
-        config = yaml.safe_load((path / "config.yaml").read_text())
+        facts = rundir.read_run(path)  # damage to a run file is one line naming it
+        provenance, config = facts["provenance"], facts["config"]
         repro = registry.get(provenance["reproduction"])
         setting = config["data"].get("pair") or config["data"].get("dataset", "")
         dataset, pair = paper_results.run_data(config["data"])
@@ -96,6 +94,41 @@ def find_runs(targets: list[Path]) -> list[Run]:
     if not runs:
         raise AttnreproError("no finished runs (with scored test splits) under " + ", ".join(map(str, targets)))
     return runs
+
+
+def run_flags(training: dict) -> list[str]:
+    """Why a finished run's numbers may not be a result: it stopped before its budget of work (the opt-in
+    time cap, an interruption), or its training loss did not fall. [] for a sound run."""
+    flags = []
+    stopped, steps = training.get("stopped_by"), training.get("steps")
+    budget = (training.get("budget") or {}).get("max_steps")
+    if stopped == "time":
+        flags.append(f"stopped by the time cap (train.max_minutes) at step {steps}"
+                     + (f" of {budget}" if budget else "") + ": its numbers depend on the machine's speed")
+    elif stopped == "interrupted" or (budget and steps is not None and steps < budget
+                                      and stopped not in ("epochs", "early_stopping")):
+        flags.append(f"stopped at step {steps}" + (f" of {budget}" if budget else "") + " before its budget")
+    loss = training.get("train_loss")
+    if loss and not loss["last"] < 0.98 * loss["first"]:
+        flags.append(f"training loss did not fall (mean {loss['first']:.3f} over the first tenth of the logged "
+                     f"steps, {loss['last']:.3f} over the last)")
+    return flags
+
+
+def below_baseline(section: dict) -> list[str]:
+    """The headline rows where the paper model scores below its fixed-vector baseline."""
+    key = headline(section["task"])
+    return [f"{section['title']} ({section['paper']}) scores below its fixed-vector baseline {section['baseline']} "
+            f"on {r['split']} ({r['metric']}: {r['ours']['mean']:.2f} vs {r['baseline']['mean']:.2f})"
+            for r in section["rows"] if r["key"] == key and r.get("baseline") and r.get("delta", 0) < 0]
+
+
+def checks(report: dict) -> list[dict]:
+    """Every run or comparison to look at before believing it: {"what", "why"}."""
+    found = [{"what": r["run_dir"], "why": why} for r in report["runs"] for why in run_flags(r["training"])]
+    found += [{"what": f"{s['paper']} vs {s['baseline']} ({s['preset']})", "why": why}
+              for s in report["sections"] for why in below_baseline(s)]
+    return found
 
 
 def summary(values: list[float]) -> dict:
@@ -230,6 +263,7 @@ def build_report(targets: list[Path], out: Path, with_tests: bool = True) -> dic
     report = {"sections": sections, "figures": {k: [str(p.relative_to(out)) for p in v] for k, v in figures.items()},
               "runs": [{"run_dir": str(r.path), "reproduction": r.name, "preset": r.preset, "seed": r.seed,
                         "setting": r.setting, "training": r.metrics.get("training", {})} for r in runs]}
+    report["checks"] = checks(report)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", to_markdown(report))
     atomic_write_text(out / "report.html", to_html(report))
@@ -320,6 +354,9 @@ HEADER = ["split", "metric", "paper", "ours: mean ± std [95% CI]", "baseline (s
 
 def to_markdown(report: dict) -> str:
     lines = ["# attnrepro report: attention against the fixed vector", ""]
+    if report.get("checks"):
+        lines += ["## Check these runs before believing them", ""]
+        lines += [f"- check this run: `{c['what']}`: {c['why']}" for c in report["checks"]] + [""]
     for s in report["sections"]:
         lines += [f"## {s['title']} ({s['paper']}) vs {registry.get(s['baseline']).title} ({s['baseline']})", "",
                   f"{s['citation']}; preset `{s['preset']}`, {s['setting']}, seeds {s['seeds']}."
@@ -335,13 +372,14 @@ def to_markdown(report: dict) -> str:
         lines.append("")
     for kind, paths in report["figures"].items():
         lines += [f"## Figures: {kind.replace('_', ' ')}", ""] + [f"![{kind}]({p})" for p in paths] + [""]
-    lines += ["## Runs", "", "| run | reproduction | preset | setting | seed | wall min | device-h | FLOPs |",
-              "|---|---|---|---|---:|---:|---:|---:|"]
+    lines += ["## Runs", "", "| run | reproduction | preset | setting | seed | steps (stopped by) | wall min "
+              "| device-h | FLOPs |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in report["runs"]:
         t = r["training"]
-        lines.append(f"| `{r['run_dir']}` | {r['reproduction']} | {r['preset']} | {r['setting']} | {r['seed']} | "
-                     f"{t.get('wall_time_s', 0) / 60:.1f} | {t.get('device_hours') or '—'} | "
-                     f"{t.get('training_flops', 0):.2e} |")
+        mark = " (check: see above)" if run_flags(t) else ""
+        lines.append(f"| `{r['run_dir']}`{mark} | {r['reproduction']} | {r['preset']} | {r['setting']} | {r['seed']} | "
+                     f"{t.get('steps', '—')} ({t.get('stopped_by', '—')}) | {t.get('wall_time_s', 0) / 60:.1f} | "
+                     f"{t.get('device_hours') or '—'} | {t.get('training_flops', 0):.2e} |")
     return "\n".join(lines) + "\n"
 
 
@@ -350,6 +388,10 @@ def to_html(report: dict) -> str:
              "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}</style></head><body>",
              "<h1>attnrepro report: attention against the fixed vector</h1>"]
+    if report.get("checks"):
+        parts.append("<h2>Check these runs before believing them</h2><ul>" + "".join(
+            f"<li>check this run: <code>{html.escape(c['what'])}</code>: {html.escape(c['why'])}</li>"
+            for c in report["checks"]) + "</ul>")
     for s in report["sections"]:
         parts.append(f"<h2>{html.escape(s['title'])} ({s['paper']}) vs {html.escape(s['baseline'])}</h2>"
                      f"<p>{html.escape(s['citation'])}; preset <code>{s['preset']}</code>, "

@@ -11,7 +11,7 @@ run with its own directory under the plan's `out` folder:
         presets: [quick]
         seeds: [1, 2, 3]
         pairs: [en-de]              # translation only; captioning runs ignore it
-        overrides: [train.max_minutes=5]
+        overrides: [train.max_steps=2000]
         devices: 1                  # GPUs per run (CPU: 1 process)
         nodes: 1                    # SLURM only: multi-node DDP through Lightning's SLURM environment
         env: {}                     # extra environment variables for the run's process
@@ -25,12 +25,13 @@ one resumed, a failed one retried up to `retries` times; one failure never stops
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import os
 import re
-import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -40,13 +41,15 @@ from unittest import mock
 
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.markup import escape
 
 from reproductions import registry, tasks
 from reproductions.common import rundir
 from reproductions.common.config import ConfigError, load_yaml
 from reproductions.common.errors import AttnreproError
 from reproductions.common.io import atomic_write_json
+
+from . import tables
 
 SLURM_SETTINGS = Path("~/.config/attnrepro/slurm.yaml")
 
@@ -144,14 +147,20 @@ def load_plan(path: Path | str) -> Plan:
         for key in ("reproductions", "presets", "seeds"):
             if not lists[key]:
                 raise PlanError(f"{where}: '{key}' is empty; give a value or a list")
-        names = [registry.get(n).name for n in lists["reproductions"]]
+        try:
+            names = [registry.get(n).name for n in lists["reproductions"]]
+        except AttnreproError as err:  # an unknown name: said with the file and the entry it is in
+            raise PlanError(f"plan {path}: {err} (runs[{i}])") from None
         env = {str(k): str(v) for k, v in group.env.items()}
         for repro_name, preset, seed, pair in itertools.product(names, lists["presets"], lists["seeds"],
                                                                 lists["pairs"] or [None]):
             repro = registry.get(repro_name)
             pair = pair if tasks.get(repro.task).takes_pair else None
             overrides = lists["overrides"]
-            repro.load_config(preset, overrides, pair=pair)  # a bad preset or override fails before any run
+            try:
+                repro.load_config(preset, overrides, pair=pair)  # a bad preset or override fails before any run
+            except AttnreproError as err:
+                raise PlanError(f"plan {path}: {err} (runs[{i}])") from None
             label = f"{repro_name}-{preset}" + (f"-{pair}" if pair else "") + f"-seed{seed}"
             specs.append(RunSpec(repro_name, preset, seed, pair, list(overrides), group.devices, group.nodes,
                                  out / label, env))
@@ -163,9 +172,11 @@ def load_plan(path: Path | str) -> Plan:
 
 
 def run_state(spec: RunSpec) -> str:
-    """done (scored), partial (has a checkpoint to resume from), or new."""
-    if rundir.read_metrics(spec.run_dir).get("splits"):
-        return "done"
+    """done (scored, figures drawn), partial (a checkpoint to resume from, or scores without all their figures:
+    resume draws them), or new."""
+    metrics = rundir.read_metrics(spec.run_dir)
+    if metrics.get("splits"):
+        return "done" if metrics.get("status", {}).get("finished") else "partial"
     if any((spec.run_dir / "checkpoints" / n).is_file() for n in ("resume.ckpt", "last.ckpt")):
         return "partial"
     return "new"
@@ -179,8 +190,10 @@ class TrainJob:
         self.spec, self.group = spec, group
 
     def __call__(self) -> dict:
+        from . import quiet_known_noise
         from .train import resume, train
 
+        quiet_known_noise()  # a job's process never goes through the CLI's main()
         spec = self.spec
         os.environ.update(spec.env)
         state = run_state(spec)
@@ -188,7 +201,8 @@ class TrainJob:
             resume(spec.run_dir, devices=spec.devices, nodes=spec.nodes, group=self.group)
         elif state == "new":
             if spec.run_dir.exists() and rundir.is_rank_zero():  # an attempt that died before its first checkpoint
-                shutil.rmtree(spec.run_dir)
+                with rundir.RunLock(spec.run_dir):  # refused, not deleted, while another process writes it
+                    rundir.clear_run_dir(spec.run_dir)
             train(spec.name, spec.preset, pair=spec.pair, overrides=spec.overrides, seed=spec.seed,
                   run_dir=spec.run_dir, devices=spec.devices, nodes=spec.nodes, group=self.group)
         return rundir.read_metrics(spec.run_dir)
@@ -367,80 +381,200 @@ def _reattach(plan: Plan, status: dict, pending: list, running: dict, queue: Slu
                                   job_id=job_id, note=queue.note(job_id), reattached=True)
 
 
+class SweepStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the sweep; its local runs were stopped (or, with `detach`, left running)."""
+
+
+@dataclass
+class _Sweep:
+    """The state of a sweep in progress: the runs queued, running under this sweep, and running elsewhere (a
+    live process holds the run's lock: the runs of an earlier, killed sweep) which it watches until they end."""
+
+    plan: Plan
+    plan_path: Path
+    executor: str
+    status: dict
+    settings: dict | None
+    cpu_slots: int
+    free_gpus: list
+    pending: list
+    running: dict = field(default_factory=dict)  # label -> (job, spec, gpus)
+    watched: dict = field(default_factory=dict)  # label -> spec
+    queue: SlurmQueue | None = None
+
+    def save(self) -> None:
+        atomic_write_json(self.plan.out / "sweep.json",
+                          {"plan": str(self.plan_path), "executor": self.executor, "runs": self.status})
+
+
 def sweep(plan_path: Path | str, executor: str = "local", dry_run: bool = False, slots: int | None = None,
           slurm_settings_path: Path | str | None = None, console: Console | None = None,
-          runs_per_gpu: int = 1) -> dict:
+          runs_per_gpu: int = 1, detach: bool = False) -> dict:
     """Run a plan; -> label -> {state, attempts, error, run_dir}. Writes OUT/sweep.json as it goes.
-    `runs_per_gpu` (local executor): small runs share a GPU, at most this many on each at once."""
+    `runs_per_gpu` (local executor): small runs share a GPU, at most this many on each at once. On SIGINT or
+    SIGTERM the sweep stops its local runs (`detach`: leaves them running) and says which; a run that a live
+    process already writes (its lock is held) is watched, never started a second time."""
     if runs_per_gpu < 1:
         raise PlanError(f"--runs-per-gpu must be at least 1, got {runs_per_gpu}")
-    console = console or Console()
+    console = console or tables.console()
     plan = load_plan(plan_path)
     settings = slurm_settings(slurm_settings_path) if executor == "slurm" else None
     status = {s.label: {"state": "done" if run_state(s) == "done" else "queued", "attempts": 0, "error": None,
                         "run_dir": str(s.run_dir)} for s in plan.runs}
     if dry_run:
-        console.print(_table(plan, status, title=f"plan {plan.name} (dry run: nothing started)"))
+        tables.print_table(console, *_table(plan, status, title=f"plan {plan.name} (dry run: nothing started)"))
         if executor == "slurm" and plan.runs:
             console.print(render_sbatch(plan.runs[0], settings, plan.out / "submitit"))
         return status
-
+    state = _start_state(plan, Path(plan_path), executor, status, settings, slots, runs_per_gpu)
     if executor != "slurm":  # a cluster's nodes may see other files than this machine: the runs check there
-        check_data([s for s in plan.runs if status[s.label]["state"] == "queued"])
-
-    import torch
-
-    # One entry per free place on a GPU, round-robin, so that runs spread over the GPUs before they share one.
-    free_gpus = list(range(torch.cuda.device_count())) * runs_per_gpu if executor == "local" else []
-    cpu_slots = slots or 1
-    pending = [s for s in plan.runs if status[s.label]["state"] == "queued"]
-    running: dict[str, tuple] = {}  # label -> (job, spec, gpus)
-    queue = SlurmQueue() if executor == "slurm" else None
-    if queue is not None:
-        _reattach(plan, status, pending, running, queue)
-    with Live(_table(plan, status), console=console, refresh_per_second=2, transient=False) as live:
-        while pending or running:
-            for spec in list(pending):  # start what fits
-                if executor == "local":
-                    need = spec.devices if free_gpus or torch.cuda.is_available() else 0
-                    gpus = _least_loaded(free_gpus, need)  # a multi-GPU run takes `need` distinct GPUs
-                    if (need and gpus is None) or (not need and len(running) >= cpu_slots):
-                        continue
-                    for gpu in gpus:
-                        free_gpus.remove(gpu)
-                else:
-                    gpus = []
-                job = _executor(executor, plan.out / "submitit", spec, settings, gpus).submit(
-                    TrainJob(spec, group=f"sweep-{plan.name}"))
-                pending.remove(spec)
-                running[spec.label] = (job, spec, gpus)
-                status[spec.label].update(state="running" if queue is None else "queued", job_id=str(job.job_id),
-                                          attempts=status[spec.label]["attempts"] + 1)
-                if queue is not None:  # on record at once: a sweep re-run meanwhile must not submit it again
-                    atomic_write_json(plan.out / "sweep.json",
-                                      {"plan": str(plan_path), "executor": executor, "runs": status})
-                    queue.poll([str(job.job_id)], force=True)
-                if executor == "debug":  # DebugExecutor runs the job when asked for its result
-                    _finish(job, spec, status, plan, pending, running, free_gpus)
-                live.update(_table(plan, status))
-            if queue is not None and running and queue.poll([job.job_id for job, _, _ in running.values()]):
-                for job, spec, _ in running.values():  # the live table shows what the real queue says
-                    status[spec.label].update(state=queue.table_state(job.job_id), note=queue.note(job.job_id))
-                live.update(_table(plan, status))
-            for job, spec, _ in list(running.values()):
-                if queue.ended(job) if queue is not None else job.done():
-                    _finish(job, spec, status, plan, pending, running, free_gpus, queue)
-                    live.update(_table(plan, status))
-            atomic_write_json(plan.out / "sweep.json", {"plan": str(plan_path), "executor": executor, "runs": status})
-            if running:
-                time.sleep(1.0)
-        live.update(_table(plan, status))
-    atomic_write_json(plan.out / "sweep.json", {"plan": str(plan_path), "executor": executor, "runs": status})
+        check_data([s for s in state.pending if status[s.label]["state"] == "queued"])
+    with _stop_signals(), _display(console, plan, status) as display:
+        try:
+            _drive(state, display)
+        except KeyboardInterrupt:
+            _stop(state, console, detach or executor == "slurm")
+            raise SweepStopped() from None
+        display.update(status)
+    state.save()
     failed = [k for k, v in status.items() if v["state"] == "failed"]
     if failed:
         console.print(f"[red]{len(failed)} run(s) failed[/red]: " + ", ".join(failed)
                       + f" (logs under {plan.out / 'submitit'}; re-run the plan to retry them)")
     return status
+
+
+def _start_state(plan: Plan, plan_path: Path, executor: str, status: dict, settings, slots, runs_per_gpu) -> _Sweep:
+    import torch
+
+    # One entry per free place on a GPU, round-robin, so that runs spread over the GPUs before they share one.
+    free_gpus = list(range(torch.cuda.device_count())) * runs_per_gpu if executor == "local" else []
+    state = _Sweep(plan, plan_path, executor, status, settings, slots or 1, free_gpus,
+                   [s for s in plan.runs if status[s.label]["state"] == "queued"],
+                   queue=SlurmQueue() if executor == "slurm" else None)
+    for spec in list(state.pending):  # runs of an earlier sweep that are still training (their lock is held)
+        holder = rundir.lock_holder(spec.run_dir)
+        if holder is not None:
+            _watch(state, spec, holder)
+    if state.queue is not None:
+        _reattach(plan, status, state.pending, state.running, state.queue)
+    return state
+
+
+def _watch(state: _Sweep, spec: RunSpec, holder: dict) -> None:
+    state.pending.remove(spec)
+    state.watched[spec.label] = spec
+    state.status[spec.label].update(state="running", note=f"already running (pid {holder.get('pid', '?')} on "
+                                                          f"{holder.get('host', '?')}): watched, not restarted")
+
+
+def _drive(state: _Sweep, display) -> None:
+    """Start what fits, follow what runs, until every run has ended."""
+    while state.pending or state.running or state.watched:
+        for spec in list(state.pending):
+            if _submit(state, spec):
+                display.update(state.status)
+        if state.pending and not state.running and not state.watched:  # nothing will ever free a place
+            spec = state.pending[0]
+            raise PlanError(f"{spec.label} asks for {spec.devices} GPUs per node and this machine has "
+                            f"{len(set(state.free_gpus))}: lower its devices (a plan's `devices`, reproduce's "
+                            "--devices), or run it with --executor slurm")
+        _follow_watched(state)
+        if state.queue is not None and state.running and state.queue.poll(
+                [job.job_id for job, _, _ in state.running.values()]):
+            for job, spec, _ in state.running.values():  # the live table shows what the real queue says
+                state.status[spec.label].update(state=state.queue.table_state(job.job_id),
+                                                note=state.queue.note(job.job_id))
+        for job, spec, _ in list(state.running.values()):
+            if state.queue.ended(job) if state.queue is not None else job.done():
+                _finish(job, spec, state.status, state.plan, state.pending, state.running, state.free_gpus,
+                        state.queue)
+        display.update(state.status)
+        state.save()
+        if state.running or state.watched:
+            display.tick(state.status)
+            time.sleep(1.0)
+
+
+def _submit(state: _Sweep, spec: RunSpec) -> bool:
+    """Start `spec` if a place is free; -> whether it started (or turned out to run elsewhere already)."""
+    import torch
+
+    holder = rundir.lock_holder(spec.run_dir)
+    if holder is not None:  # another process took the run meanwhile: never a second writer
+        _watch(state, spec, holder)
+        return True
+    gpus = []
+    if state.executor == "local":
+        need = spec.devices if state.free_gpus or torch.cuda.is_available() else 0
+        gpus = _least_loaded(state.free_gpus, need)  # a multi-GPU run takes `need` distinct GPUs
+        if (need and gpus is None) or (not need and len(state.running) >= state.cpu_slots):
+            return False
+        for gpu in gpus:
+            state.free_gpus.remove(gpu)
+    job = _executor(state.executor, state.plan.out / "submitit", spec, state.settings, gpus).submit(
+        TrainJob(spec, group=f"sweep-{state.plan.name}"))
+    state.pending.remove(spec)
+    state.running[spec.label] = (job, spec, gpus)
+    state.status[spec.label].update(state="running" if state.queue is None else "queued", job_id=str(job.job_id),
+                                    attempts=state.status[spec.label]["attempts"] + 1)
+    if state.queue is not None:  # on record at once: a sweep re-run meanwhile must not submit it again
+        state.save()
+        state.queue.poll([str(job.job_id)], force=True)
+    if state.executor == "debug":  # DebugExecutor runs the job when asked for its result
+        _finish(job, spec, state.status, state.plan, state.pending, state.running, state.free_gpus)
+    return True
+
+
+def _follow_watched(state: _Sweep) -> None:
+    """A watched run whose writer has ended: done if it was scored, else queued to resume."""
+    for label, spec in list(state.watched.items()):
+        if rundir.lock_holder(spec.run_dir) is not None:
+            continue
+        del state.watched[label]
+        entry = state.status[label]
+        entry.pop("note", None)
+        if run_state(spec) == "done":
+            entry["state"] = "done"
+        else:
+            entry["state"] = "queued"
+            state.pending.append(spec)
+
+
+@contextlib.contextmanager
+def _stop_signals():
+    """SIGTERM ends the sweep as Ctrl-C (SIGINT) does, so that both stop (or leave) its runs the same way."""
+    def on_term(signum, frame):
+        raise KeyboardInterrupt()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(state: _Sweep, console: Console, detach: bool) -> None:
+    """Stop the runs this sweep started (local executor), or leave them (detach; SLURM jobs are the cluster's),
+    and say which; a re-run of the plan resumes the stopped ones and watches the ones left running."""
+    labels = sorted(state.running)
+    if detach or not labels:
+        if labels:
+            console.print(f"sweep {state.plan.name} stopped; left running: {', '.join(labels)} (a re-run of the "
+                          "plan watches them and resumes what is unfinished)", highlight=False, soft_wrap=True)
+        state.save()
+        return
+    for job, _, _ in state.running.values():
+        with contextlib.suppress(Exception):
+            job.cancel(check=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(not job.done() for job, _, _ in state.running.values()):
+        time.sleep(0.5)
+    for label in labels:
+        state.status[label].update(state="queued", note="stopped with the sweep; a re-run resumes it")
+    state.save()
+    console.print(f"sweep {state.plan.name} stopped; stopped its runs: {', '.join(labels)} (re-run the plan to "
+                  "resume them)", highlight=False, soft_wrap=True)
 
 
 def check_data(runs: list[RunSpec]) -> None:
@@ -489,13 +623,104 @@ def _error_line(text: str) -> str:
     return (errors or lines or [""])[-1][:300]
 
 
-def _table(plan: Plan, status: dict, title: str | None = None) -> Table:
+class _LiveTable:
+    """In a terminal: the plan's table, redrawn in place (rich's Live)."""
+
+    def __init__(self, console: Console, plan: Plan, status: dict):
+        self.plan = plan
+        self.live = Live(tables.live_table(*_table(plan, status)), console=console, refresh_per_second=2,
+                         transient=False)
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.live.__exit__(*exc)
+
+    def update(self, status: dict) -> None:
+        self.live.update(tables.live_table(*_table(self.plan, status)))
+
+    def tick(self, status: dict) -> None:
+        self.update(status)  # the progress column reads the runs' progress files
+
+
+class _Lines:
+    """In a log or a pipe (where a redrawn table prints nothing until the end): one plain line per change of a
+    run's state, and every `every_s` seconds a summary with each running run's progress."""
+
+    def __init__(self, console: Console, plan: Plan, status: dict, every_s: float = 60.0):
+        self.console, self.plan, self.every_s = console, plan, every_s
+        self.seen = {label: (v["state"], v["attempts"]) for label, v in status.items()}
+        self.status_at_start = {label: dict(v) for label, v in status.items()}
+        self.last_summary = time.monotonic()
+
+    def __enter__(self):
+        self.console.print(f"sweep {self.plan.name}: {_counts_text(self.seen_status())}", highlight=False)
+        for label, v in self.status_at_start.items():
+            if v.get("note"):
+                self.console.print(f"{label}: {v['state']} ({v['note']})", highlight=False, soft_wrap=True)
+        return self
+
+    def seen_status(self) -> dict:
+        return {label: {"state": state} for label, (state, _) in self.seen.items()}
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self.console.print(f"sweep {self.plan.name}: {_counts_text(self.seen_status())}", highlight=False)
+        return False
+
+    def update(self, status: dict) -> None:
+        for label, v in status.items():
+            now = (v["state"], v["attempts"])
+            if self.seen.get(label) != now:
+                self.seen[label] = now
+                error = f": {v['error']}" if v.get("error") and v["state"] in ("queued", "failed") else ""
+                attempt = f" (attempt {v['attempts']})" if v["state"] == "running" and v["attempts"] else ""
+                note = f" ({v['note']})" if v.get("note") else ""
+                self.console.print(f"{time.strftime('%H:%M:%S')} {label}: {v['state']}{attempt}{note}{error}",
+                                   highlight=False, soft_wrap=True)
+
+    def tick(self, status: dict) -> None:
+        self.update(status)
+        if time.monotonic() - self.last_summary < self.every_s:
+            return
+        self.last_summary = time.monotonic()
+        running = [f"{label} {_progress_text(v['run_dir'])}" for label, v in status.items()
+                   if v["state"] == "running"]
+        self.console.print(f"{time.strftime('%H:%M:%S')} sweep {self.plan.name}: {_counts_text(status)}"
+                           + (f"; {'; '.join(running)}" if running else ""), highlight=False, soft_wrap=True)
+
+
+def _display(console: Console, plan: Plan, status: dict):
+    return _LiveTable(console, plan, status) if console.is_terminal else _Lines(console, plan, status)
+
+
+def _counts_text(status: dict) -> str:
     counts = {s: sum(v["state"] == s for v in status.values()) for s in ("queued", "running", "done", "failed")}
-    table = Table(title=title or f"sweep {plan.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    for column in ("run", "state", "attempts", "note"):
-        table.add_column(column)
+    return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def _progress_text(run_dir: str) -> str:
+    """'step 350/700, about 2.1 min left' from the run's progress file ('' before its first step)."""
+    from .progress import minutes, read_progress
+
+    progress = read_progress(run_dir)
+    if not progress:
+        return ""
+    total = f"/{progress['total']}" if progress.get("total") else ""
+    return f"step {progress['step']}{total}, about {minutes(progress.get('eta_s'))} left"
+
+
+def _table(plan: Plan, status: dict, title: str | None = None) -> tuple[str, list[tables.Col], list[list[str]]]:
+    """The plan's table as harness/tables takes it (title, columns, rows): printed once, or redrawn by Live."""
+    columns = [tables.Col("run"), tables.Col("state"), tables.Col("attempts", "number"), tables.Col("progress", "text"),
+               tables.Col("note", "text")]
     colors = {"done": "green", "failed": "red", "running": "yellow", "queued": "dim"}
+    rows = []
     for label, v in status.items():
         note = v.get("error") or v.get("note") or ""  # note: the SLURM queue's word on the job
-        table.add_row(label, f"[{colors[v['state']]}]{v['state']}[/]", str(v["attempts"]), note)
-    return table
+        progress = _progress_text(v["run_dir"]) if v["state"] == "running" else ""
+        rows.append([escape(label), f"[{colors[v['state']]}]{v['state']}[/]", str(v["attempts"]), progress,
+                     escape(note)])
+    return title or f"sweep {plan.name}: {_counts_text(status)}", columns, rows

@@ -21,6 +21,8 @@ from reproductions.common.flops import flops_per_target_token
 from reproductions.common.io import atomic_path
 from reproductions.common.precision import resolve_precision
 
+from .progress_bar import BudgetProgress
+
 
 def wandb_mode(requested: str | None) -> str:
     """offline unless asked otherwise (no reachable server is assumed); WANDB_MODE wins over the default."""
@@ -33,7 +35,7 @@ def _wandb_logger(run_dir: Path, mode: str, repro, preset: str, cfg, group: str 
     os.environ["WANDB_MODE"] = mode
     from pytorch_lightning.loggers import WandbLogger
 
-    return WandbLogger(
+    logger = WandbLogger(
         project=os.environ.get("WANDB_PROJECT", "attnrepro"),
         name=run_dir.name,
         save_dir=str(run_dir),
@@ -42,6 +44,8 @@ def _wandb_logger(run_dir: Path, mode: str, repro, preset: str, cfg, group: str 
         config=to_dict(cfg),
         offline=mode == "offline",
     )
+    logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; wandb >= 0.23 then warns about it
+    return logger
 
 
 def train(
@@ -61,24 +65,85 @@ def train(
     cfg = repro.load_config(preset, overrides, pair=pair)
     tag = tasks.get(repro.task).setting(to_dict(cfg)["data"])
     run_dir = Path(run_dir) if run_dir else rundir.default_run_dir(repro.name, preset, tag, seed)
-    if rundir.is_rank_zero():
-        rundir.check_new_run_dir(run_dir)
-    return _fit(repro, cfg, preset, seed, run_dir, wandb, devices, nodes, evaluate_after, group, resume_from=None)
+    with _writer_lock(run_dir):
+        if rundir.is_rank_zero():
+            rundir.check_new_run_dir(run_dir)
+        return _fit(repro, cfg, preset, seed, run_dir, wandb, devices, nodes, evaluate_after, group, resume_from=None)
 
 
 def resume(run_dir: Path | str, wandb: str | None = None, devices: int | str = "auto", nodes: int = 1,
            evaluate_after: bool = True, group: str | None = None) -> Path:
-    """Continue an interrupted run from its newest checkpoint, with its own config and seed."""
+    """Continue an interrupted run from its newest usable checkpoint, with its own config and seed; a run that
+    died before its first checkpoint starts again from step 0, and one killed after its scores gets its figures."""
     run_dir = Path(run_dir)
     facts = rundir.read_run(run_dir)
     repro = registry.get(facts["reproduction"])
     cfg = repro.config_from_dict(facts["config"], str(run_dir / "config.yaml"))
-    if rundir.read_metrics(run_dir).get("splits"):
-        print(f"{run_dir} is finished (its test splits are scored); nothing to resume")
-        return run_dir
-    checkpoint = rundir.newest_checkpoint(run_dir)
-    return _fit(repro, cfg, facts["preset"], facts["seed"], run_dir, wandb, devices, nodes, evaluate_after, group,
-                resume_from=checkpoint)
+    with _writer_lock(run_dir):
+        if rundir.is_rank_zero():
+            rundir.remove_stale_temporaries(run_dir)
+        metrics = rundir.read_metrics(run_dir)
+        if metrics.get("splits"):
+            if not metrics.get("status", {}).get("finished") and evaluate_after and rundir.is_rank_zero():
+                _finish_figures(run_dir, metrics)
+            print(f"{run_dir} is finished (its test splits are scored); nothing to resume")
+            return run_dir
+        if not rundir.resume_candidates(run_dir):
+            print(f"{run_dir} died before its first checkpoint: starting it again from step 0")
+            if rundir.is_rank_zero():
+                _clear_attempt(run_dir)
+            return _fit(repro, cfg, facts["preset"], facts["seed"], run_dir, wandb, devices, nodes, evaluate_after,
+                        group, resume_from=None)
+        checkpoint = rundir.newest_checkpoint(run_dir)
+        _check_fits(repro, cfg, checkpoint, run_dir)
+        return _fit(repro, cfg, facts["preset"], facts["seed"], run_dir, wandb, devices, nodes, evaluate_after,
+                    group, resume_from=checkpoint)
+
+
+def _check_fits(repro, cfg, checkpoint: Path, run_dir: Path) -> None:
+    """The checkpoint's stored config must be the run's config.yaml: an edited config.yaml would build another
+    model (and another data order) than the one the checkpoint continues."""
+    import torch
+
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("attnrepro", {})
+    if "config" not in stored:
+        return
+    mine, theirs = to_dict(cfg), to_dict(repro.config_from_dict(stored["config"], f"{checkpoint} (stored config)"))
+    differ = [f"{section}.{k}" for section in mine for k in mine[section]  # decoding may change: it trains nothing
+              if section != "decode" and isinstance(mine[section], dict)
+              and mine[section][k] != theirs.get(section, {}).get(k)]
+    if differ:
+        raise AttnreproError(f"{checkpoint} does not fit the run's config.yaml ({differ[0]} differs; was it edited?): "
+                             "restore the config the run was started with, or start a new run")
+
+
+def _writer_lock(run_dir: Path):
+    """The run directory's lock in the process that writes it (rank 0); the other DDP ranks take none."""
+    import contextlib
+
+    return rundir.RunLock(run_dir) if rundir.is_rank_zero() else contextlib.nullcontext()
+
+
+def _clear_attempt(run_dir: Path) -> None:
+    """What an attempt that never reached a checkpoint left: its logs and figures (its config stays)."""
+    import shutil
+
+    for name in ("logs", "figures", "hyps", "checkpoints", "progress.json", "metrics.json"):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _finish_figures(run_dir: Path, metrics: dict) -> None:
+    """A run killed after its scores were written but before its figures: draw them now."""
+    from .figures import write_run_figures
+
+    scored = metrics.get("training", {}).get("scored_checkpoint") or "last.ckpt"
+    print(f"{run_dir}: its scores are written but not all its figures; drawing them")
+    write_run_figures(run_dir, run_dir / "checkpoints" / scored)
+    rundir.update_metrics(run_dir, "status", {"finished": True})
 
 
 @dataclass
@@ -105,7 +170,13 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
         tasks.get(repro.task).check_scoring(cfg)
     curves_before = rundir.curves_until(run_dir, resume_from) if resume_from and rundir.is_rank_zero() else None
     built = build(repro, cfg, preset, seed, run_dir, wandb, devices, nodes, group, resume_from)
-    built.trainer.fit(built.module, datamodule=built.data, ckpt_path=str(resume_from) if resume_from else None)
+    try:
+        built.trainer.fit(built.module, datamodule=built.data, ckpt_path=str(resume_from) if resume_from else None)
+    except RuntimeError as err:
+        if resume_from is not None and "state_dict" in str(err):
+            raise AttnreproError(f"{resume_from} does not fit the run's config.yaml (was it edited?): restore the "
+                                 "config the run was started with, or start a new run") from None
+        raise
     built.trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if built.trainer.global_rank != 0:
         return run_dir
@@ -119,6 +190,7 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
 
         evaluate(run_dir, checkpoint=scored, logger=built.wandb_logger)
         write_run_figures(run_dir, scored, logger=built.wandb_logger)
+        rundir.update_metrics(run_dir, "status", {"finished": True})
     _finish_wandb(built)
     return run_dir
 
@@ -126,8 +198,7 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
 def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, devices, nodes: int,
           group: str | None, resume_from: Path | None) -> Built:
     """Data, model, callbacks, loggers and Trainer of a run; a new run's directory gets its config and provenance."""
-    import torch
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -139,6 +210,7 @@ def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, 
         rundir.start_run(run_dir, to_dict(cfg), seed, data.checksums,
                          extra={"reproduction": repro.name, "preset": preset, "parameters": params,
                                 **task.provenance(data, cfg)})
+    module.run_id = rundir.run_id(run_dir) if rundir.is_rank_zero() else None
     t = cfg.train
     monitor, mode = getattr(module, "monitor", ("val/loss", "min"))  # captioning: val/bleu4 (Xu et al. §5.2)
     checkpoints = ModelCheckpoint(
@@ -146,18 +218,16 @@ def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, 
         save_top_k=1, save_last=True, auto_insert_metric_name=False,
     )
     clock = TrainClock()
-    callbacks = [checkpoints, clock, LearningRateMonitor(logging_interval="step"), _resume_checkpoints(run_dir, t)]
+    callbacks = [checkpoints, clock, LearningRateMonitor(logging_interval="step"), _resume_checkpoints(run_dir, t),
+                 BudgetProgress(run_dir, f"{repro.name} {preset} s{seed}"), FiniteGuard(t.log_every_n_steps)]
     if getattr(t, "compile", False):
         module.model.compile()  # in place: the state_dict keys (checkpoints) stay those of the plain model
-    if torch.cuda.is_available():  # the bar reads the logged tensors: on a GPU, only at logging intervals
-        callbacks.append(TQDMProgressBar(refresh_rate=t.log_every_n_steps))
     if t.average_last > 0:  # keep the last N periodic checkpoints for averaging (Vaswani et al. §6.1)
-        callbacks.append(ModelCheckpoint(
+        callbacks.append(ModelCheckpoint(  # weights only: an average needs no optimiser state (Adam's doubles them)
             dirpath=run_dir / "checkpoints" / "periodic", filename="step{step}", monitor="step", mode="max",
-            save_top_k=t.average_last, auto_insert_metric_name=False,
-            **({"every_n_train_steps": t.checkpoint_every_n_steps} if getattr(t, "checkpoint_every_n_steps", None)
-               else {"train_time_interval": dt.timedelta(minutes=t.checkpoint_every_minutes)}),
-        ))
+            save_top_k=t.average_last, auto_insert_metric_name=False, enable_version_counter=False,
+            save_weights_only=True,
+            **_every(t.checkpoint_every_n_steps, t.checkpoint_every_minutes)))
     fault = FaultInjection.from_env()
     if fault is not None:
         callbacks.append(fault)
@@ -184,6 +254,7 @@ def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, 
         use_distributed_sampler=False,  # TokenBudgetBatchSampler shards by rank itself
         num_sanity_val_steps=0,
         enable_model_summary=False,
+        enable_progress_bar=False,  # BudgetProgress shows the steps of the budget instead of those of an epoch
         plugins=[AtomicCheckpointIO()],
     )
     from reproductions.common.data.datamodule import apply_step_budget
@@ -194,6 +265,8 @@ def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, 
 
 def record(built: Built) -> Path:
     """Write the training section of metrics.json; -> the checkpoint to score (best, or the averaged one)."""
+    import torch
+
     trainer, module, clock, run_dir, t = built.trainer, built.module, built.clock, built.run_dir, built.cfg.train
     scored = Path(built.checkpoints.best_model_path or run_dir / "checkpoints" / "last.ckpt")
     if t.average_last > 0:
@@ -207,6 +280,13 @@ def record(built: Built) -> Path:
         "train_time_s": round(clock.train_seconds, 1),
         "steps": trainer.global_step,
         "epochs_completed": trainer.current_epoch,
+        # the budget in work (steps, else epochs) and what ended the run: "time" marks a run cut by the opt-in
+        # train.max_minutes, whose numbers depend on the machine's speed (reports flag it)
+        "budget": {"max_steps": t.max_steps if t.max_steps > 0 else None, "max_epochs": t.max_epochs,
+                   "max_minutes": t.max_minutes or None},
+        "stopped_by": stopped_by(trainer),
+        "train_loss": loss_trend(run_dir),
+        "torch_threads": torch.get_num_threads(),
         "target_tokens": module.tokens_seen,
         "target_tokens_per_s": round(module.tokens_seen / max(clock.train_seconds, 1e-9), 1),
         # the best score of the metric best.ckpt is chosen on (val/loss; captioning: val/bleu4)
@@ -244,24 +324,67 @@ def _finish_wandb(built: Built) -> None:
               f"`wandb sync {built.run_dir / 'wandb'}/offline-run-*` (needs a W&B account and network)")
 
 
+def _every(steps: int | None, minutes: float | None) -> dict:
+    """ModelCheckpoint's period: every `steps` optimiser steps, else every `minutes` (opt-in)."""
+    if steps:
+        return {"every_n_train_steps": steps}
+    return {"train_time_interval": dt.timedelta(minutes=minutes)}
+
+
 def _resume_checkpoints(run_dir: Path, t):
     """checkpoints/resume.ckpt, rewritten every `train.resume_every_n_steps` steps (or minutes)."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    every = ({"every_n_train_steps": t.resume_every_n_steps} if t.resume_every_n_steps
-             else {"train_time_interval": dt.timedelta(minutes=t.resume_every_minutes)})
     return ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="resume", save_top_k=1, monitor=None,
-                           enable_version_counter=False, save_on_train_epoch_end=True, **every)
+                           enable_version_counter=False, save_on_train_epoch_end=True,
+                           **_every(t.resume_every_n_steps, t.resume_every_minutes))
+
+
+def stopped_by(trainer: pl.Trainer) -> str:
+    """What ended the fit: "steps" (max_steps), "epochs" (max_epochs), "time" (the opt-in train.max_minutes),
+    "early_stopping", or "interrupted" (anything else, e.g. Ctrl-C)."""
+    from pytorch_lightning.callbacks import EarlyStopping, Timer
+
+    for timer in (c for c in trainer.callbacks if isinstance(c, Timer)):
+        remaining = timer.time_remaining("train")
+        if remaining is not None and remaining <= 0:
+            return "time"
+    if trainer.max_steps and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        return "steps"
+    if trainer.max_epochs and trainer.max_epochs > 0 and trainer.current_epoch >= trainer.max_epochs:
+        return "epochs"
+    if any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks):
+        return "early_stopping"
+    return "interrupted"
+
+
+def loss_trend(run_dir: Path) -> dict | None:
+    """Mean training loss over the first and the last tenth of the logged steps (logs/metrics.csv)."""
+    from .figures import read_curves
+
+    losses = [float(r["train/loss"]) for r in read_curves(run_dir) if r.get("train/loss")]
+    if len(losses) < 4:
+        return None
+    tenth = max(1, len(losses) // 10)
+    return {"first": round(sum(losses[:tenth]) / tenth, 4), "last": round(sum(losses[-tenth:]) / tenth, 4),
+            "logged": len(losses)}
 
 
 def _average_last(checkpoint_dir: Path, n: int, final_step: int) -> Path:
     """The mean of the last n-1 periodic checkpoints and the final weights (last.ckpt)."""
     from reproductions.common.averaging import average_checkpoints
 
-    periodic = sorted((checkpoint_dir / "periodic").glob("step*.ckpt"), key=lambda p: int(p.stem[4:]))
-    periodic = [p for p in periodic if int(p.stem[4:]) != final_step]  # that one is last.ckpt already
+    periodic = sorted((p for p in (checkpoint_dir / "periodic").glob("step*.ckpt") if _step_of(p) is not None),
+                      key=_step_of)
+    periodic = [p for p in periodic if _step_of(p) != final_step]  # that one is last.ckpt already
     paths = periodic[-(n - 1):] if n > 1 else []
     return average_checkpoints(paths + [checkpoint_dir / "last.ckpt"], checkpoint_dir / "averaged.ckpt")
+
+
+def _step_of(path: Path) -> int | None:
+    """stepN.ckpt -> N; None for any other name (a stray copy such as stepN-v1.ckpt is not averaged)."""
+    digits = path.stem[4:]
+    return int(digits) if digits.isdigit() else None
 
 
 def _float(value) -> float | None:
@@ -300,18 +423,67 @@ class TrainClock(pl.Callback):
         pl_module.log("time/minutes", minutes, batch_size=1)  # learning curves over wall-clock time
 
 
+class FiniteGuard(pl.Callback):
+    """Stops a run whose training loss or weights stop being finite, with the step, instead of training on to
+    NaN weights and a score of 0. Losses are checked on the device and read every `every` steps (a read makes
+    the host wait for a GPU); the weights are checked when training starts (a resumed checkpoint) and at the end."""
+
+    def __init__(self, every: int):
+        self.every = max(1, every)
+        self._bad = None
+
+    def _check_weights(self, pl_module, when: str, step: int) -> None:
+        import torch
+
+        bad = next((n for n, p in pl_module.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad:
+            raise AttnreproError(f"the weights are not finite {when} (step {step}, parameter {bad}); "
+                                 "resume from an earlier checkpoint or start a new run")
+
+    def on_train_start(self, trainer, pl_module):
+        self._check_weights(pl_module, "at the start of training", trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import torch
+
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        finite = torch.isfinite(loss.detach())
+        self._bad = ~finite if self._bad is None else self._bad | ~finite
+        if trainer.global_step % self.every == 0:
+            self._check_losses(trainer.global_step)
+
+    def _check_losses(self, step: int) -> None:
+        if self._bad is not None and bool(self._bad):
+            raise AttnreproError(f"the training loss became NaN or infinite by step {step}; the "
+                                 "run stops here (try a lower optim.lr, or check the data)")
+
+    def on_train_end(self, trainer, pl_module):
+        self._check_losses(trainer.global_step)  # the last steps since the last read
+        self._check_weights(pl_module, "at the end of training", trainer.global_step)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints are written to a temporary file and renamed: a kill during the write leaves the previous
-    checkpoint intact, never half a file."""
+    checkpoint intact, never half a file. Each gets a CKPT.sha256 beside it, so that damage that still loads (a
+    few flipped bytes) is found before a resume trains on it (rundir.checkpoint_problem)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+            digest = rundir.file_sha256(tmp)
+        rundir.write_checksum(Path(path), digest)
+
+    def remove_checkpoint(self, path) -> None:
+        super().remove_checkpoint(path)
+        rundir.checksum_path(Path(path)).unlink(missing_ok=True)
 
 
 class FaultInjection(pl.Callback):
-    """Testing aid: ATTNREPRO_INJECT_FAULT=kill@N (SIGKILL itself) or raise@N (an exception) after the N-th
-    optimiser step, to exercise resumption and a sweep's retries as a real crash would."""
+    """Testing aid: ATTNREPRO_INJECT_FAULT=kill@N (SIGKILL itself), raise@N (an exception) or nan@N (a weight set
+    to NaN) after the N-th optimiser step, to exercise resumption, a sweep's retries and the finite-loss guard as a
+    real crash or a diverging run would."""
 
     def __init__(self, kind: str, step: int):
         self.kind, self.step = kind, step
@@ -322,12 +494,18 @@ class FaultInjection(pl.Callback):
         if not value:
             return None
         kind, _, step = value.partition("@")
-        if kind not in ("kill", "raise") or not step.isdigit():
-            raise AttnreproError(f"ATTNREPRO_INJECT_FAULT={value!r}: expected kill@STEP or raise@STEP")
+        if kind not in ("kill", "raise", "nan") or not step.isdigit():
+            raise AttnreproError(f"ATTNREPRO_INJECT_FAULT={value!r}: expected kill@STEP, raise@STEP or nan@STEP")
         return cls(kind, int(step))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             if self.kind == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if self.kind == "nan":
+                import torch
+
+                with torch.no_grad():
+                    next(pl_module.parameters()).fill_(float("nan"))
+                return
             raise RuntimeError(f"fault injected by ATTNREPRO_INJECT_FAULT at step {self.step}")

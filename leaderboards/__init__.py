@@ -1,1 +1,1 @@
-"""The attnrepro leaderboard service (issue 6): boards as data, server-side scoring, web pages."""
+"""The attnrepro leaderboard service: boards as data, server-side scoring, web pages."""

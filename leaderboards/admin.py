@@ -1,12 +1,14 @@
 """What `attnrepro leaderboard ACTION` does, for whoever runs the server: users, API tokens, the boards
 open here, schema migrations. Each function works on the database (or board files) directly and returns
-text or rows for the CLI to print."""
+text or rows for the CLI to print; what the operator must fix (a bad URL, a database that cannot be opened, a
+name that is not allowed) is an AttnreproError of one line, which the CLI prints and exits 2 on."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from sqlalchemy import inspect
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import db
 
@@ -27,6 +29,9 @@ def migrate(url: str | None) -> str:
                 before = db.BASELINE
             command.upgrade(config, "head")
             after = db.current_revision(conn)
+    except (OperationalError, InterfaceError) as err:
+        raise db.DatabaseUnavailable(f"cannot migrate {engine.url.render_as_string(hide_password=True)}: "
+                                     f"{db.unavailable_reason(err)}") from None
     finally:
         engine.dispose()
     shown = engine.url.render_as_string(hide_password=True)
@@ -36,6 +41,7 @@ def migrate(url: str | None) -> str:
 
 
 def add_user(url: str | None, name: str, admin: bool = False, daily_limit: int | None = None) -> str:
+    db.check_user_name(name)  # before the database is opened (or created)
     token = db.create_user(_sessions(url), name, admin=admin, daily_limit=daily_limit)
     return f"user {name} added; API token (shown once, store it now):\n{token}"
 

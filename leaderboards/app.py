@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from . import api, db, guard, pages
+from . import api, connections, db, guard, pages
 from .boards import load_boards
 from .scoring import ScoringWorker
 from .service import Service
@@ -42,6 +42,11 @@ class Settings:
     # ... and its memory, Java included: about 1.3 GB on a Flickr8k board. These limits are the backstop; the
     # boards' limits (words per caption, characters per line) refuse the inputs that blow up METEOR or sacreBLEU.
     score_memory_mb: int = 3072
+    # A connection that has not sent a request's headers this long after opening (or after its last answer) is
+    # closed; at most max_connections are held (fewer where the open-file limit is lower: connections.py).
+    header_timeout_s: float = 10.0
+    max_connections: int = 1000
+    keep_alive_s: float = 5.0  # uvicorn's timeout_keep_alive: an idle keep-alive connection is closed after this
 
     ENV = "ATTNREPRO_LEADERBOARD_SETTINGS"
 
@@ -61,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The service: boards loaded and checked, the database at the current schema (else SchemaOutOfDate,
     naming the migrate command), a scoring worker process, the API and page routes behind the guard."""
     settings = settings or Settings()
+    connections.configure(settings.header_timeout_s, settings.max_connections)
     boards = load_boards(settings.boards_dir, settings.references_root)
     sessions = db.init_db(db.make_engine(settings.database_url))
     scorer = ScoringWorker(timeout_s=settings.score_timeout_s, memory_mb=settings.score_memory_mb)
@@ -90,11 +96,13 @@ def app_from_env() -> FastAPI:
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     import uvicorn
 
+    limits = {"http": connections.GuardedH11Protocol, "timeout_keep_alive": settings.keep_alive_s,
+              "backlog": connections.accept_backlog()}
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", **limits)
     else:  # worker processes build the app from the settings in the environment
         load_boards(settings.boards_dir, settings.references_root)  # fail here, once, on a bad board ...
         db.init_db(db.make_engine(settings.database_url)).kw["bind"].dispose()  # ... or an out-of-date schema
         settings.to_env()
         uvicorn.run("leaderboards.app:app_from_env", factory=True, workers=workers, host=host, port=port,
-                    log_level="info")
+                    log_level="info", **limits)

@@ -113,8 +113,17 @@ class Board(BoardSpec):
     # -- submissions ---------------------------------------------------------------------------------
 
     def parse(self, data: bytes) -> list[str]:
-        """The submitted file -> one hypothesis per segment, in the references' order (SubmissionError if not)."""
-        return tasks.get(self.task).parse_submission(data, self)
+        """The submitted file -> one hypothesis per segment, in the references' order (SubmissionError if not).
+        Captions are JSON, whose escapes can spell a lone surrogate; none reaches the metric code."""
+        hyps = tasks.get(self.task).parse_submission(data, self)
+        for i, hyp in enumerate(hyps):
+            try:
+                hyp.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise SubmissionError("outputs", f"segment {i + 1} holds U+{ord(hyp[err.start]):04X}, a lone "
+                                                 "surrogate that is not valid Unicode; send text that encodes as "
+                                                 "UTF-8") from None
+        return hyps
 
     def score(self, hyps: list[str], worker: ScoringWorker) -> dict:
         """Server-side scores of parsed hypotheses, computed in `worker`'s process: the metric columns, the

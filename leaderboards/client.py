@@ -14,8 +14,10 @@ import html
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import yaml
 
@@ -88,8 +90,8 @@ def run_submission(run_dir: Path, board: dict) -> tuple[bytes, dict]:
     from reproductions.common import rundir
 
     run_dir = Path(run_dir)
-    config = rundir.read_run(run_dir)["config"]  # checks provenance.json and config.yaml, with clear errors
-    provenance = json.loads((run_dir / "provenance.json").read_text())
+    facts = rundir.read_run(run_dir)  # checks provenance.json and config.yaml, with clear errors
+    config, provenance = facts["config"], facts["provenance"]
     metrics = rundir.read_metrics(run_dir)
     data = config.get("data", {})
     if data.get("dataset") != board["dataset"] or (board.get("pair") and data.get("pair") != board["pair"]):
@@ -152,8 +154,27 @@ def submit(run_dir: Path | str, board_name: str, server: str | None = None, toke
 # -- export --------------------------------------------------------------------------------------------------
 
 
+# A board's name becomes a file name: a plain one, so that no server can make the export write outside --out.
+FILE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def _board_stem(name, server: str, out: Path) -> str:
+    """`name` if it is a plain file name; else AttnreproError naming the file refused and why."""
+    if isinstance(name, str) and FILE_STEM.fullmatch(name) and ".." not in name:
+        return name
+    text = str(name)
+    why = ("an absolute path" if text.startswith(("/", "\\")) or Path(text).is_absolute() or text[1:2] == ":"
+           else "a path that leaves the folder ('..')" if ".." in text
+           else "a path, not a plain file name" if "/" in text or "\\" in text
+           else "not a plain file name (letters, digits, '_', '.', '-')")
+    raise AttnreproError(f"{server} named a board {text[:100]!r}: refused to write {text[:100]!r}.md and .html under "
+                         f"{out}, since it is {why}; nothing was written")
+
+
 def export(out: Path | str, server: str | None = None) -> list[Path]:
-    """Write every board of `server` as Markdown and HTML into `out` (index.html/README.md and one pair per board)."""
+    """Write every board of `server` as Markdown and HTML into `out` (index.html/README.md and one pair per board).
+    Only inside `out`: every file name is checked before anything is written, and each file is written whole
+    (a temporary file renamed into place)."""
     from .app import page_templates, render
 
     server, _ = client_settings(server)
@@ -161,25 +182,33 @@ def export(out: Path | str, server: str | None = None) -> list[Path]:
     if response.status_code != 200:
         raise AttnreproError(f"{server}: {_detail(response)}")
     out = Path(out)
-    pages, written = page_templates(), []
-
-    def write(name: str, text: str) -> None:
-        atomic_write_text(out / name, text)
-        written.append(out / name)
-
+    pages, files = page_templates(), {}
     boards = response.json()
     index = ["# attnrepro leaderboards", "", f"Exported from {server}. Scores computed by the server; paper rows are "
              "reported by the papers, not verified.", "", "| board | task | split | primary | submissions | status |",
              "|---|---|---|---|---:|---|"]
     for summary in boards:
-        board = get_board(server, summary["name"])
-        write(f"{board['name']}.html", render(pages, "board.html", server=server, static=True, board=board))
-        write(f"{board['name']}.md", board_markdown(board, server))
+        stem = _board_stem(summary.get("name"), server, out)
+        board = get_board(server, quote(stem, safe=""))
+        if board.get("name") != stem:
+            _board_stem(board.get("name"), server, out)  # a hostile name is refused as such ...
+            raise AttnreproError(f"{server} answered for board {stem!r} with board {board.get('name')!r}; nothing "
+                                 "was written")  # ... and a mere mismatch too
+        files[f"{stem}.html"] = render(pages, "board.html", server=server, static=True, board=board)
+        files[f"{stem}.md"] = board_markdown(board, server)
         status = "open" if board["status"] == "open" else f"closed: {_md(board['reason'])}"
-        index.append(f"| [{_md(board['title'])}]({board['name']}.md) | {board['task']} | {_md(board['split'])} | "
+        index.append(f"| [{_md(board['title'])}]({stem}.md) | {board['task']} | {_md(board['split'])} | "
                      f"{board['metric']['primary']} | {board['submissions']} | {status} |")
-    write("index.html", render(pages, "index.html", server=server, static=True, boards=boards))
-    write("README.md", "\n".join(index) + "\n")
+    files["index.html"] = render(pages, "index.html", server=server, static=True, boards=boards)
+    files["README.md"] = "\n".join(index) + "\n"
+    inside = out.resolve()
+    for name in files:  # the last word: every path stays directly inside --out
+        if (inside / name).resolve().parent != inside:
+            raise AttnreproError(f"refused to write {name!r}: it would land outside {out}; nothing was written")
+    written = []
+    for name, text in files.items():
+        atomic_write_text(out / name, text)
+        written.append(out / name)
     return written
 
 

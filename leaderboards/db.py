@@ -8,14 +8,23 @@ PostgreSQL locks the user's row for the same effect.
 The schema is versioned with Alembic (`leaderboards/migrations/`): an empty database is created at the
 newest revision; one at an older revision is refused until `attnrepro leaderboard migrate --db URL` has
 upgraded it in place (`leaderboards.admin.migrate`).
+
+Operator faults are named, not hidden: a URL that is not a database URL, a database that cannot be opened
+or reached (DatabaseUnavailable, an AttnreproError: one line, exit 2 from the CLI; a 503 from the server); a
+SQLite file deleted or replaced while the server runs (every write and /healthz check that the file is still
+the one opened); and a SQLite file gone where one was created before (its `FILE.created` witness remains),
+which is refused instead of silently starting an empty database.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import secrets
 import time
+import weakref
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -36,13 +45,14 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, joinedload, mapped_column, relationship, sessionmaker
 
 from reproductions.common.errors import AttnreproError
 
 TOKEN_PREFIX = "arl_"
+log = logging.getLogger("leaderboards")
 
 
 def utcnow() -> datetime:
@@ -53,10 +63,25 @@ class Base(DeclarativeBase):
     pass
 
 
+MAX_USER_NAME = 64  # the column's length, checked here so SQLite and PostgreSQL refuse the same names
+USER_NAME_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_USER_NAME - 1}}}")
+MAX_LABEL = 100  # tokens.label
+MAX_DAILY_LIMIT = 2**31 - 1  # users.daily_limit is an INTEGER
+
+
+def check_user_name(name: str) -> str:
+    """The one rule for user names (admin commands and every database): 1 to 64 letters, digits, _ . -"""
+    if not USER_NAME_RE.fullmatch(name or ""):
+        shown = repr(name[:80]) if name else "an empty name"
+        raise AttnreproError(f"user name {shown} is not allowed: use 1 to {MAX_USER_NAME} letters, digits, '_', '.' "
+                             "or '-', starting with a letter or digit (e.g. alice or lab-3)")
+    return name
+
+
 class User(Base):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(MAX_USER_NAME), unique=True)
     is_admin: Mapped[bool] = mapped_column(default=False)
     daily_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the server's default
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -105,6 +130,17 @@ class Submission(Base):
     user: Mapped[User] = relationship()
 
 
+class DeletedSubmission(Base):
+    """What is left of a deleted submission: whose it was and when it was made, so that it still counts
+    against its owner's daily limit (deleting is no way around the limit). Outputs and provenance are gone."""
+    __tablename__ = "deleted_submissions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    submission_id: Mapped[int] = mapped_column(Integer)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 def default_url() -> str:
     if os.environ.get("ATTNREPRO_LEADERBOARD_DB"):
         return os.environ["ATTNREPRO_LEADERBOARD_DB"]
@@ -113,8 +149,17 @@ def default_url() -> str:
     return f"sqlite:///{path}"
 
 
+URL_FORMS = "sqlite:///PATH/TO/FILE.sqlite3 or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+
+
 def make_engine(url: str | None = None) -> Engine:
     url = url or default_url()
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    if parsed is None or not parsed.drivername.startswith(("sqlite", "postgres")):
+        raise AttnreproError(f"database URL {url!r} is not one this server takes; use {URL_FORMS}")
     if url.startswith(("postgresql://", "postgres://")):  # psycopg 3 is the driver we ship
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if not url.startswith("sqlite"):
@@ -135,6 +180,25 @@ def make_engine(url: str | None = None) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("writes") else "BEGIN")
 
     return engine
+
+
+class DatabaseUnavailable(AttnreproError):
+    """The database cannot be used now (gone, replaced, unreachable, read-only, full); the server answers 503
+    with this message, the admin commands print it."""
+
+
+def unavailable_reason(err: Exception) -> str:
+    """What an OperationalError of SQLite or PostgreSQL means for whoever runs the server, in a few words."""
+    text = str(getattr(err, "orig", err)).lower()
+    for words, reason in ((("readonly", "read-only", "read only"), "the database is read-only"),
+                          (("disk is full", "no space left", "disk full"), "the disk holding the database is full"),
+                          (("unable to open", "no such file"), "the database file cannot be opened"),
+                          (("connection", "connect", "server closed", "terminating"),
+                           "the database server cannot be reached"),
+                          (("locked", "busy"), "the database is locked by another process")):
+        if any(w in text for w in words):
+            return reason
+    return "the database refused the operation (the server log has the details)"
 
 
 class SchemaOutOfDate(AttnreproError):
@@ -173,15 +237,23 @@ def schema_lock(connection) -> None:
 
 
 def init_db(engine: Engine) -> sessionmaker[Session]:
-    """Sessions on `engine`'s database: an empty one gets the newest schema; an older one is refused."""
+    """Sessions on `engine`'s database: an empty one gets the newest schema; an older one is refused, and so
+    is a missing SQLite file where one was created before. Raises DatabaseUnavailable when it cannot be used."""
+    path = sqlite_file(engine)
+    if path is not None:
+        _refuse_a_vanished_file(path)
     for attempt in range(5):  # server workers starting together may race to create the tables
         try:
             _create_or_check(engine)
             break
-        except (OperationalError, ProgrammingError, IntegrityError):
+        except (OperationalError, ProgrammingError, IntegrityError, InterfaceError) as err:
             if attempt == 4:
-                raise
+                shown = engine.url.render_as_string(hide_password=True)
+                raise DatabaseUnavailable(f"cannot use the database {shown}: {unavailable_reason(err)} "
+                                          f"({str(getattr(err, 'orig', err)).strip().splitlines()[0][:200]})") from None
             time.sleep(0.2 * (attempt + 1))
+    if path is not None:
+        _remember_file(engine, path)
     return sessionmaker(engine, expire_on_commit=False)
 
 
@@ -189,23 +261,98 @@ def _create_or_check(engine: Engine) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
+    head = head_revision()
+    with engine.connect() as conn, conn.begin():  # the usual case, without a write lock (a read-only file works)
+        if current_revision(conn) == head:
+            return
     with engine.connect().execution_options(writes=True) as conn, conn.begin():
         schema_lock(conn)
         current = current_revision(conn)
-        head = head_revision()
         if current == head:
             return
         if current is None and not inspect(conn).get_table_names():
             Base.metadata.create_all(conn)
             MigrationContext.configure(conn).stamp(ScriptDirectory.from_config(alembic_config()), head)
+            log.warning("created a new, empty leaderboard database at %s (no users, no submissions)",
+                        engine.url.render_as_string(hide_password=True))
             return
         url = engine.url.render_as_string(hide_password=True)
         raise SchemaOutOfDate(f"the database {url} has schema {current or 'from before migrations'}, this release "
                               f"needs {head}; back it up, then run `attnrepro leaderboard migrate --db {url}`")
 
 
+# -- the SQLite file: still the one opened? ----------------------------------------------------------------
+
+_OPENED: weakref.WeakKeyDictionary[Engine, tuple[Path, int, int]] = weakref.WeakKeyDictionary()
+
+
+def sqlite_file(engine: Engine) -> Path | None:
+    """The file of a SQLite database (None for PostgreSQL and in-memory databases)."""
+    name = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not name or name == ":memory:" or "mode=memory" in name:
+        return None
+    return Path(name.removeprefix("file:")).resolve()
+
+
+def witness(path: Path) -> Path:
+    """`FILE.created`, written beside a SQLite database when it is first opened: its absence is expected only
+    for a database that never existed."""
+    return path.with_name(path.name + ".created")
+
+
+def _refuse_a_vanished_file(path: Path) -> None:
+    mark = witness(path)
+    if mark.is_file() and (not path.is_file() or path.stat().st_size == 0):
+        raise DatabaseUnavailable(f"the database file {path} is missing or empty, but {mark.name} beside it says "
+                                  "a database was created there before: it was deleted or moved. Restore it from a "
+                                  f"backup, or delete {mark} to start with an empty database")
+
+
+def _remember_file(engine: Engine, path: Path) -> None:
+    mark = witness(path)
+    if not mark.exists():
+        try:
+            mark.write_text(f"attnrepro leaderboard database {path.name}, first opened {utcnow().isoformat()} UTC; "
+                            "if that file is missing, restore it from a backup (delete this file to start afresh)\n")
+        except OSError:  # a read-only folder: the witness is a safeguard, not a requirement
+            pass
+    stat = path.stat()
+    _OPENED[engine] = (path, stat.st_dev, stat.st_ino)
+
+
+def check_database(factory: sessionmaker[Session]) -> None:
+    """Raise DatabaseUnavailable if the SQLite file this process opened was deleted or replaced since: writes
+    would go to a file nobody will see again."""
+    engine = factory.kw["bind"]
+    if engine not in _OPENED:
+        return
+    path, device, inode = _OPENED[engine]
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        log.error("the database file %s was deleted while the server ran; stop it and restore the file", path)
+        raise DatabaseUnavailable(f"the database file {path.name} was deleted while the server ran; nothing was "
+                                  "stored (the server's operator must restore it from a backup)") from None
+    if (stat.st_dev, stat.st_ino) != (device, inode):
+        log.error("the database file %s was replaced while the server ran; restart the server", path)
+        raise DatabaseUnavailable(f"the database file {path.name} was replaced while the server ran; nothing was "
+                                  "stored (the server's operator must restart the server)")
+
+
+def check_alive(factory: sessionmaker[Session]) -> None:
+    """For /healthz: the file is the one opened and the database answers a query."""
+    check_database(factory)
+    try:
+        with factory() as session:
+            session.execute(select(1))
+    except (OperationalError, InterfaceError) as err:
+        raise DatabaseUnavailable(unavailable_reason(err)) from None
+
+
 def write_session(factory: sessionmaker[Session]) -> Session:
-    """A session whose transaction takes SQLite's write lock at BEGIN (no effect on PostgreSQL)."""
+    """A session whose transaction takes SQLite's write lock at BEGIN (no effect on PostgreSQL), on a database
+    file that is still the one opened."""
+    check_database(factory)
     session = factory()
     session.connection(execution_options={"writes": True})
     return session
@@ -221,6 +368,9 @@ def hash_token(token: str) -> str:
 def create_user(factory: sessionmaker[Session], name: str, admin: bool = False,
                 daily_limit: int | None = None) -> str:
     """Add a user and return their first API token (shown once; only its hash is kept)."""
+    check_user_name(name)
+    if daily_limit is not None and not 0 <= daily_limit <= MAX_DAILY_LIMIT:
+        raise AttnreproError(f"--daily-limit {daily_limit}: give 0 to {MAX_DAILY_LIMIT} submissions per 24 hours")
     with write_session(factory) as session:
         if session.scalar(select(User).where(User.name == name)) is not None:
             raise AttnreproError(f"user '{name}' exists; give them another token with "
@@ -234,6 +384,8 @@ def create_user(factory: sessionmaker[Session], name: str, admin: bool = False,
 
 
 def create_token(factory: sessionmaker[Session], name: str, label: str | None = None) -> str:
+    if label is not None and not (0 < len(label) <= MAX_LABEL and label.isprintable()):
+        raise AttnreproError(f"--label: give 1 to {MAX_LABEL} printable characters (got {len(label)})")
     with write_session(factory) as session:
         user = _user(session, name)
         token = _new_token(session, user, label)
@@ -302,9 +454,29 @@ def find_by_key(session: Session, user_id: int, key: str | None) -> Submission |
 
 
 def submissions_since(session: Session, user_id: int, hours: int = 24) -> int:
+    """Submissions the user made in the last `hours`, the deleted ones included (their tombstones)."""
     since = utcnow() - timedelta(hours=hours)
-    return session.scalar(select(func.count()).select_from(Submission)
+    live = session.scalar(select(func.count()).select_from(Submission)
                           .where(Submission.user_id == user_id, Submission.created_at >= since))
+    deleted = session.scalar(select(func.count()).select_from(DeletedSubmission)
+                             .where(DeletedSubmission.user_id == user_id, DeletedSubmission.submitted_at >= since))
+    return live + deleted
+
+
+def over_limit(session: Session, user: User, daily_limit: int) -> str | None:
+    """Why `user` may not submit now (their limit is reached), or None."""
+    limit = user.limit(daily_limit)
+    made = submissions_since(session, user.id)
+    if made < limit:
+        return None
+    return (f"user '{user.name}' has made {made} submissions in the last 24 hours (deleted ones count), the limit "
+            f"is {limit}; try again later")
+
+
+def delete_submission(session: Session, row: Submission) -> None:
+    """Delete `row`, leaving its tombstone (it keeps counting against the daily limit for 24 hours)."""
+    session.add(DeletedSubmission(user_id=row.user_id, submission_id=row.id, submitted_at=row.created_at))
+    session.delete(row)
 
 
 def store_submission(factory: sessionmaker[Session], row: Submission, daily_limit: int) -> tuple[Submission, bool]:
@@ -315,11 +487,9 @@ def store_submission(factory: sessionmaker[Session], row: Submission, daily_limi
         existing = find_by_key(session, row.user_id, row.idempotency_key)
         if existing is not None:
             return existing, False
-        limit = user.limit(daily_limit)
-        made = submissions_since(session, row.user_id)
-        if made >= limit:
-            raise LimitReached(f"user '{user.name}' has made {made} submissions in the last 24 hours, the limit is "
-                               f"{limit}; try again later")
+        refused = over_limit(session, user, daily_limit)
+        if refused:
+            raise LimitReached(refused)
         session.add(row)
         try:
             session.commit()

@@ -1,18 +1,24 @@
 """What every request and every answer goes through: the body limit (413, announced or chunked), the body
-read timeout (408), the security headers, and one JSON error format `{"detail": ...}` on every error path,
-500s included."""
+read timeout (408), the security headers (and `Cache-Control: no-store` on every answer to a request that
+carries a token), HEAD wherever GET is served, one JSON error format `{"detail": ...}` on every error path
+(a database that is gone, unreachable, read-only or full is a 503 with the reason; other 500s too), and an
+access log with tokens in URLs blanked out."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import db
 from .schemas import describe
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; frame-ancestors 'none'"  # no scripts at all
@@ -38,11 +44,20 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
+        head = scope["method"] == "HEAD"  # answered as GET without the body (uvicorn sees HEAD still)
+        if head:
+            scope = {**scope, "method": "GET"}
+        private = scope["path"] == "/api/me" or any(k == b"authorization" for k, _ in scope["headers"])
+
         async def send_secured(message):
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for key, value in SECURITY_HEADERS.items():
                     headers[key] = value
+                if private:  # an answer for one user: no shared or browser cache keeps it
+                    headers["Cache-Control"] = "no-store"
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         length = dict(scope["headers"]).get(b"content-length")
@@ -92,9 +107,44 @@ class RequestGuard:
         return json_error(413, f"request body is larger than the server's limit of {self.limit // 1024} KiB")
 
 
+# query parameters that may hold a secret, and anything shaped like one of our tokens, wherever it appears
+SECRET_PARAM = re.compile(r"([?&;][^=&;#]*(?:token|key|secret|passw|auth)[^=&;#]*=)[^&;#]*", re.IGNORECASE)
+TOKEN_SHAPE = re.compile(re.escape(db.TOKEN_PREFIX) + r"[A-Za-z0-9_\-%]+")
+
+
+def redact(path: str) -> str:
+    return TOKEN_SHAPE.sub(db.TOKEN_PREFIX + "REDACTED", SECRET_PARAM.sub(r"\1REDACTED", path))
+
+
+class RedactTokens(logging.Filter):
+    """On uvicorn's access log (args: client, method, path with query, HTTP version, status): a token sent
+    in a URL is refused (401), and must not be written to the log in clear either."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            record.args = (*record.args[:2], redact(record.args[2]), *record.args[3:])
+        return True
+
+
 def install(app: FastAPI, max_upload_bytes: int, body_timeout_s: float) -> None:
-    """The guard and the JSON error handlers of `app`."""
+    """The guard, the JSON error handlers of `app` and the access log's redaction."""
     app.add_middleware(RequestGuard, limit=max_upload_bytes, timeout_s=body_timeout_s)
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
+
+    @app.exception_handler(db.DatabaseUnavailable)
+    async def database_gone(request: Request, err: db.DatabaseUnavailable):
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, err)
+        return json_error(503, f"{err}; retry later", {"Retry-After": "30"})
+
+    async def database_error(request: Request, err: Exception):
+        log.error("database error on %s %s: %s", request.method, request.url.path, err)
+        return json_error(503, f"the database is unavailable: {db.unavailable_reason(err)}; nothing was stored. "
+                               "Retry later (the same Idempotency-Key stores nothing twice)", {"Retry-After": "30"})
+
+    for error in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(error, database_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, err: RequestValidationError):

@@ -1,7 +1,9 @@
 """What a client may send besides its outputs: a submission's metadata and an owner's later changes.
 
 Strict by design: JSON is parsed with `strict_json_loads` (no NaN/Infinity, no 1e400, no repeated keys),
-every pattern must match the whole value, no string anywhere may hold NUL, and text shown on pages follows
+every pattern must match the whole value, no string anywhere (keys included) may hold NUL or anything that
+is not encodable as UTF-8 (a lone surrogate such as "\\ud800", which JSON's escapes can spell and no database
+or page can hold), and text shown on pages follows
 a Unicode policy: display names are one line of visible characters (no control, format, bidi-override,
 line- or paragraph-separator, private-use or unassigned characters); notes may also hold newlines and
 tabs, nothing else of those classes."""
@@ -12,7 +14,7 @@ import re
 import unicodedata
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reproductions.common.submissions import strict_json_loads
 
@@ -26,6 +28,27 @@ HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}  # controls, format (bidi, z
 
 class InvalidBody(ValueError):
     """A request body that is not what the route takes; the message says what is wrong."""
+
+
+def unencodable(text: str) -> str | None:
+    """Why `text` cannot be stored or shown (a lone surrogate: not valid Unicode), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (f"holds U+{ord(text[err.start]):04X} at character {err.start}, a lone surrogate that is not valid "
+                "Unicode; send text that encodes as UTF-8")
+    return None
+
+
+class StrictModel(BaseModel):
+    """Every string of the model, however deep, encodes as UTF-8 (also when validated without parse_body)."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, value):
+        _check_values(value, "", check_depth=False)
+        return value
 
 
 def _display_name(text: str) -> str:
@@ -69,9 +92,8 @@ Notes = Annotated[str, Field(max_length=2000), AfterValidator(_free_text)]
 Name = Annotated[str, AfterValidator(_name)]
 
 
-class Metadata(BaseModel):
+class Metadata(StrictModel):
     """What the client says about a run. Scores it claims are kept for display and never used."""
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: ModelName
     reproduction: Name | None = None
@@ -86,9 +108,8 @@ class Metadata(BaseModel):
     notes: Notes | None = None
 
 
-class Changes(BaseModel):
+class Changes(StrictModel):
     """What an owner may change after submitting (PATCH): a new model name; a W&B link or notes, or null."""
-    model_config = ConfigDict(extra="forbid")
 
     model: ModelName | None = None
     wandb_url: Link | None = None
@@ -124,16 +145,25 @@ def describe(error: dict) -> str:
 MAX_DEPTH = 32  # config and compute are small mappings; deeper nesting is refused, not stored
 
 
-def _check_values(value, where: str, depth: int = 0) -> None:
-    """No NUL in any string or key, and nesting at most MAX_DEPTH levels deep."""
-    if depth > MAX_DEPTH:
+def _check_values(value, where: str, depth: int = 0, check_depth: bool = True) -> None:
+    """No NUL and nothing unencodable in any string or key, and nesting at most MAX_DEPTH levels deep."""
+    if check_depth and depth > MAX_DEPTH:
         raise InvalidBody(f"{where}: nested more than {MAX_DEPTH} levels deep")
-    if isinstance(value, str) and "\x00" in value:
-        raise InvalidBody(f"{where}: a NUL character (not allowed anywhere)")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidBody(f"{where}: a NUL character (not allowed anywhere)")
+        if (why := unencodable(value)) is not None:
+            raise InvalidBody(f"{where}: {why}")
     if isinstance(value, dict):
         for key, item in value.items():
-            _check_values(key, f"{where}.{key[:40]}", depth + 1)
-            _check_values(item, f"{where}.{key[:40]}", depth + 1)
+            inner = f"{where}.{_shown_key(key)}" if where else _shown_key(key)
+            _check_values(key, inner, depth + 1, check_depth)
+            _check_values(item, inner, depth + 1, check_depth)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _check_values(item, f"{where}[{i}]", depth + 1)
+            _check_values(item, f"{where}[{i}]", depth + 1, check_depth)
+
+
+def _shown_key(key) -> str:
+    """A key as the messages name it: its first 40 characters, with anything unencodable escaped."""
+    return str(key)[:40].encode("utf-8", "backslashreplace").decode("utf-8")

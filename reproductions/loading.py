@@ -20,6 +20,7 @@ class LoadedModel:
     tgt_vocab: object  # Vocab of the output text
     path: Path
     task: str = "translation"
+    run_id: str | None = None  # the run that wrote the checkpoint (None for checkpoints of older releases)
 
 
 def load_model(path: Path | str, device: str = "cpu") -> LoadedModel:
@@ -36,4 +37,4 @@ def load_model(path: Path | str, device: str = "cpu") -> LoadedModel:
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} does not fit its own config ({err}); it is damaged") from None
     model.to(device).eval()
-    return LoadedModel(model, cfg, repro.name, src_vocab, tgt_vocab, Path(path), repro.task)
+    return LoadedModel(model, cfg, repro.name, src_vocab, tgt_vocab, Path(path), repro.task, meta.get("run_id"))

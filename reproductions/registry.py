@@ -78,9 +78,9 @@ class Reproduction:
         return load_config(_resolve(self.config_class), self.config_path(preset), overrides)
 
     def config_from_dict(self, data: dict, where: str):
-        from .common.config import from_dict
+        from .common.config import from_dict, validate
 
-        return from_dict(_resolve(self.config_class), data, where)
+        return validate(from_dict(_resolve(self.config_class), data, where))
 
     def build(self, cfg, *vocab_sizes: int):
         return _resolve(self.builder)(cfg, *vocab_sizes)

@@ -1,5 +1,5 @@
-"""Shared fixtures. Tests read real data from $ATTNREPRO_DATA (tox and .ci/run point it at ../shared/data)
-and never reach a W&B server."""
+"""Shared fixtures. Tests read real data only from $ATTNREPRO_DATA (.ci/run sets it; the tests that need
+the data skip without it) and never reach a W&B server."""
 
 from __future__ import annotations
 
@@ -11,21 +11,20 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def shared_data() -> Path | None:
-    for candidate in (os.environ.get("ATTNREPRO_DATA"), REPO.parent / "shared" / "data"):
-        if candidate and (Path(candidate) / "multi30k").is_dir():
-            return Path(candidate)
+def real_data_root() -> Path | None:
+    """$ATTNREPRO_DATA when it holds the real data (a multi30k/ folder among others), else None."""
+    value = os.environ.get("ATTNREPRO_DATA")
+    if value and (Path(value) / "multi30k").is_dir():
+        return Path(value)
     return None
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    root = shared_data()
+    root = real_data_root()
     if root is None:
-        pytest.skip("real data not found: set ATTNREPRO_DATA to the shared data folder")
+        pytest.skip("real data not found: set ATTNREPRO_DATA to a folder holding it")
     return root
 
 
@@ -34,6 +33,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Each session gets its own cache (vocabularies, downloads) so tests never depend on a user's cache."""
     cache = tmp_path_factory.getbasetemp() / "attnrepro-cache"
     monkeypatch.setenv("ATTNREPRO_CACHE", str(cache))
-    root = shared_data()
+    root = real_data_root()
     if root is not None:
         monkeypatch.setenv("ATTNREPRO_DATA", str(root))

@@ -92,18 +92,21 @@ class Server:
     """`attnrepro leaderboard serve` in a subprocess, on a free port."""
 
     def __init__(self, db_url: str, boards: Path, refs: Path, log: Path, daily_limit: int = 50, workers: int = 1,
-                 max_upload_mb: float = 1, body_timeout: float = 30, extra: tuple[str, ...] = ()):
+                 max_upload_mb: float = 1, body_timeout: float = 30, extra: tuple[str, ...] = (),
+                 open_files: int | None = None):
         self.args = [sys.executable, "-m", "harness.cli", "leaderboard", "serve", "--db", db_url, "--boards",
                      str(boards), "--references", str(refs), "--daily-limit", str(daily_limit),
                      "--max-upload-mb", str(max_upload_mb), "--workers", str(workers),
                      "--body-timeout", str(body_timeout), *extra]
         self.db_url, self.log, self.proc = db_url, log, None
+        self.open_files = open_files  # the server's RLIMIT_NOFILE (as `ulimit -n`), else inherited
 
     def start(self) -> Server:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         out = open(self.log, "ab")
-        self.proc = subprocess.Popen([*self.args, "--port", str(port)], cwd=REPO, stdout=out, stderr=out)
+        self.proc = subprocess.Popen([*self.args, "--port", str(port)], cwd=REPO, stdout=out, stderr=out,
+                                     preexec_fn=self._limit_open_files if self.open_files else None)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -114,6 +117,11 @@ class Server:
             except httpx.TransportError:
                 time.sleep(0.2)
         raise RuntimeError(f"server did not answer in 60 s:\n{self.log.read_text()[-3000:]}")
+
+    def _limit_open_files(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

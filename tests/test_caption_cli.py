@@ -118,7 +118,7 @@ def test_paper_preset_fails_in_one_line_before_any_work(tmp_path):
 
         assert_clean_error(result, "data.encoder_weights=", "no such file")
     except ImportError:
-        assert_clean_error(result, "torchvision", "attnrepro[paper]")
+        assert_clean_error(result, "torchvision", ".[paper]")
     assert "features" not in result.stderr  # no feature extraction started
     assert not (run_dir / "checkpoints").exists()
 

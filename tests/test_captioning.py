@@ -398,8 +398,9 @@ def test_torchvision_encoders_give_the_documented_features(name, shape, flickr8k
 
 @pytest.mark.slow
 def test_paper_preset_trains_with_vgg19_weights_from_a_local_file(flickr8k, tmp_path):
-    """Issue 15: `attnrepro train xu2015 --preset paper --set data.encoder=vgg19 --set data.encoder_weights=PATH`
-    gets as far as training where torchvision and a weights file are present (here a randomly initialised
+    """The VGG-19 paper command,
+    `attnrepro train xu2015 --preset paper --set data.encoder=vgg19 --set data.encoder_weights=PATH`, gets
+    as far as training where torchvision and a weights file are present (here a randomly initialised
     VGG-19 saved as torchvision's state dict, on a few images: the paper's layer sizes, two optimiser steps)."""
     import subprocess
     import sys
@@ -474,7 +475,7 @@ def test_missing_encoder_weights_are_one_clear_error(tmp_path, monkeypatch):
     try:
         import torchvision  # noqa: F401
     except ImportError:
-        with pytest.raises(encoders.EncoderError, match=r"torchvision: pip install 'attnrepro\[paper\]'"):
+        with pytest.raises(encoders.EncoderError, match=r"torchvision: pip install '\.\[paper\]' in the checkout"):
             encoders.require_encoder("vgg19")
         return
     with pytest.raises(encoders.EncoderError, match="no such file"):

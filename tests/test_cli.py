@@ -57,7 +57,7 @@ def test_train_writes_a_complete_run_directory(trained_runs, data_root):
     assert split["sentences"] == 20 and 0 <= split["bleu"] <= 100 and split["chrf"] > 0
     assert split["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert sum(b["n"] for b in split["bleu_by_length"]) == 20
-    # the papers' conventions beside sacreBLEU (issue 13): tokenised BLEU with compound splitting into German,
+    # the papers' conventions beside sacreBLEU: tokenised BLEU with compound splitting into German,
     # No-UNK subset, Multi30k's lowercased tokenised BLEU against the official tok/ references
     assert 0 <= split["tok_bleu"] <= 100 and "compound-split:##AT##" in split["tok_bleu_signature"]
     assert split["no_unk_sentences"] <= 20 and "tok_bleu_no_unk" in split
@@ -113,6 +113,11 @@ def test_evaluate_with_another_decoding_setting_prints_and_leaves_the_run_alone(
     row = next(line for line in result.stdout.splitlines() if "test_2016_flickr" in line)
     assert row.split("│")[-2].strip() == "2"  # the beam column: the override took effect
     assert {name: (run_dir / name).read_bytes() for name in before} == before
+    as_json = attnrepro("evaluate", str(run_dir), "--split", "test_2016_flickr", "--set", "decode.beam=2", "--json",
+                        env=env)
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    scores = json.loads(as_json.stdout)  # stdout holds the JSON alone; tables and progress go to stderr
+    assert "test_2016_flickr" in json.dumps(scores) and "bleu" in json.dumps(scores)
     wrong = attnrepro("evaluate", str(run_dir), "--set", "model.layers=6", env=env)
     assert_clean_error(wrong, "--set model.layers=6", "decoding settings only")
     typo = attnrepro("evaluate", str(run_dir), "--set", "decode.length_penality=1.0", env=env)
@@ -145,7 +150,12 @@ def test_transformer_run_records_flops_and_scores_the_averaged_checkpoint(traine
     assert training["training_flops"] > 0 and training["flops_per_target_token"] > 0
     assert training["scored_checkpoint"] == "averaged.ckpt"
     assert metrics["splits"]["test_2016_flickr"]["checkpoint"] == "averaged.ckpt"
-    assert len(list((run_dir / "checkpoints" / "periodic").glob("step*.ckpt"))) >= 1
+    periodic = sorted((run_dir / "checkpoints" / "periodic").glob("step*.ckpt"))
+    assert len(periodic) >= 1
+    import torch
+
+    stored = torch.load(periodic[-1], map_location="cpu", weights_only=False)
+    assert "optimizer_states" not in stored and stored["state_dict"] and stored["attnrepro"]["config"]
 
 
 @pytest.mark.parametrize("name, options, fragment", [

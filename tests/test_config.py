@@ -1,3 +1,5 @@
+import typing
+
 import pytest
 
 from reproductions import registry
@@ -10,6 +12,12 @@ def test_preset_and_overrides_are_typed():
     assert cfg.model.hidden == 32
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.data.pair == "fr-en"
+
+
+@pytest.mark.parametrize("text, value", [("1e-6", 1e-6), ("2.5E-3", 2.5e-3), ("1e4", 1e4), ("0.5", 0.5)])
+def test_a_float_in_exponent_form_is_a_number(text, value):
+    cfg = registry.get("bahdanau2014").load_config("tiny", [f"optim.eps={text}"])
+    assert cfg.optim.eps == value and isinstance(cfg.optim.eps, float)
 
 
 def test_unknown_key_in_override_is_named():
@@ -42,3 +50,12 @@ def test_unknown_preset_and_name():
     with pytest.raises(registry.UnknownNameError, match="Did you mean 'bahdanau2014'"):
         registry.get("bahdanau2041")
     assert registry.get("rnnsearch").name == "bahdanau2014"
+
+
+def test_a_precision_typo_is_caught_before_any_work():
+    from reproductions.common.precision import PRECISIONS
+    from reproductions.common.translation_config import TrainConfig
+
+    assert set(typing.get_args(typing.get_type_hints(TrainConfig)["precision"])) == set(PRECISIONS)
+    with pytest.raises(ConfigError, match="train.precision.*must be one of"):
+        registry.get("cho2014").load_config("tiny", ["train.precision=bf16_mixed"])

@@ -59,3 +59,28 @@ def test_steps_take_the_cooled_rate_and_the_schedule_keeps_its_own(schedule, dat
     assert recorder.stepped[-1] < recorder.stepped[3] / 3
     if schedule == "plateau":  # nothing to halve on: the schedule's own rate is untouched by the cooldown
         assert recorder.scheduled == pytest.approx([0.01] * 8)
+
+
+def test_the_plateau_schedule_steps_once_per_validation_not_at_epoch_ends(data_root, tmp_path):
+    """A step budget that validates every 5 steps over epochs of a few batches (the `cpu` presets validate every
+    275 steps over ~236-step epochs): the first epoch ends before any validation, later ones would read one
+    validation twice. The schedule takes one step per validation, and nothing at epoch ends."""
+    import pytorch_lightning as pl
+
+    from reproductions.common.data.datamodule import TranslationDataModule
+    from reproductions.common.translation_module import TranslationModule
+
+    repro = registry.get("cho2014")
+    cfg = repro.load_config("tiny", ["data.train_limit=32", "data.eval_limit=8", "data.max_tokens=200",
+                                     "optim.schedule=plateau", "optim.plateau_patience=0", "optim.lr=0.01"])
+    data = TranslationDataModule(cfg.data, seed=0, cache_dir=tmp_path)
+    data.load()
+    module = TranslationModule(repro.build(cfg, len(data.src_vocab), len(data.tgt_vocab)), cfg, "cho2014",
+                               data.src_vocab, data.tgt_vocab)
+    trainer = pl.Trainer(max_steps=12, max_epochs=100, val_check_interval=5, check_val_every_n_epoch=None,
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, use_distributed_sampler=False, accelerator="cpu",
+                         num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 12 and trainer.current_epoch >= 2  # the budget crossed several epoch ends
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2  # validations at steps 5 and 10

@@ -1,4 +1,5 @@
 import gzip
+import json
 import shutil
 
 import pytest
@@ -71,6 +72,26 @@ def test_joint_bpe_round_trips_raw_text_and_is_cached(data_root, tmp_path):
     cached[0].write_text("{broken")  # a damaged cache entry is rebuilt, not trusted
     rebuilt, _ = build_vocabs(train, "bpe", 1000, joint=True, cache_dir=tmp_path)
     assert rebuilt.encode("A dog runs.") == src_vocab.encode("A dog runs.")
+
+
+def test_a_vocabulary_swapped_in_from_another_cache_entry_is_rebuilt(data_root, tmp_path):
+    train = translation.load_split("multi30k", "en-de", "train", limit=300)
+    other = translation.load_split("multi30k", "en-fr", "train", limit=300)
+    ours, _ = build_vocabs(train, "bpe", 400, joint=True, cache_dir=tmp_path)
+    theirs, _ = build_vocabs(other, "bpe", 400, joint=True, cache_dir=tmp_path)
+    assert ours.to_json() != theirs.to_json()
+    files = sorted((tmp_path / "vocab").glob("*.json"))
+    assert len(files) == 2
+    our_file = next(path for path in files if json.loads(path.read_text())["src"] == ours.to_json())
+    their_file = next(path for path in files if path != our_file)
+    our_file.write_bytes(their_file.read_bytes())  # a valid vocabulary, but another entry's
+    again, _ = build_vocabs(train, "bpe", 400, joint=True, cache_dir=tmp_path)
+    assert again.to_json() == ours.to_json()
+    stored = json.loads(our_file.read_text())  # edited in place: the digest no longer matches, so it is rebuilt
+    stored["src"] = stored["tgt"] = theirs.to_json()
+    our_file.write_text(json.dumps(stored))
+    again, _ = build_vocabs(train, "bpe", 400, joint=True, cache_dir=tmp_path)
+    assert again.to_json() == ours.to_json()
 
 
 def test_word_vocab_is_a_shortlist_with_unk(data_root, tmp_path):

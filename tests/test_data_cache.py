@@ -117,6 +117,15 @@ def test_a_half_written_or_damaged_cache_is_never_used(data_root, tmp_path, caps
     err = capsys.readouterr().err
     assert "incomplete or damaged; rebuilding" in err and "tokenised 300 pairs" in err
     assert pairs_of(damaged) == expected
+    # damage of the same size (one flipped bit: another token id) is caught by the checksums in meta.json
+    ids = damaged.train_set.cache.path / "src.ids"
+    raw = bytearray(ids.read_bytes())
+    raw[0] ^= 0x01
+    ids.write_bytes(bytes(raw))
+    same_size = TranslationDataModule(config(tmp_path / "shards"), seed=1, cache_dir=tmp_path / "cache")
+    same_size.load()
+    assert "incomplete or damaged; rebuilding" in capsys.readouterr().err
+    assert pairs_of(same_size) == expected
     # workers receive the cache's location, never copies of its arrays
     assert len(pickle.dumps(damaged.train_set.cache)) < 4096
     assert isinstance(damaged.train_set.cache.lengths("src"), np.memmap)

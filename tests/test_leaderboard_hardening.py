@@ -1,4 +1,4 @@
-"""Issue 16's probe against a real uvicorn server (SQLite and PostgreSQL): a caption that crashes METEOR costs
+"""A hostile user's probe against a real uvicorn server (SQLite and PostgreSQL): a caption that crashes METEOR costs
 only its own submission; ids, PATCH bodies and multipart parts are checked; over-limit and stalled bodies are
 cut off; errors (500s included) are JSON with the security headers; stored outputs are the uploaded bytes;
 closed boards never show the server's paths."""

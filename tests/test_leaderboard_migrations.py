@@ -55,11 +55,11 @@ def test_a_first_release_database_is_refused_then_upgraded_in_place(backend, tmp
         server = Server(url, boards, refs, tmp_path / "server.log")
         with pytest.raises(RuntimeError, match="server exited with 2"):
             server.start()
-        assert "from before migrations, this release needs 0002; back it up, then run `attnrepro leaderboard " \
+        assert "from before migrations, this release needs 0003; back it up, then run `attnrepro leaderboard " \
                "migrate --db" in (tmp_path / "server.log").read_text()
         done = migrate(url)
         assert done.returncode == 0, done.stderr
-        assert "schema 0001 -> 0002" in done.stdout
+        assert "schema 0001 -> 0003" in done.stdout
         engine = db.make_engine(url)
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
@@ -75,7 +75,7 @@ def test_a_first_release_database_is_refused_then_upgraded_in_place(backend, tmp
         finally:
             server.stop()
         again = migrate(url)
-        assert again.returncode == 0 and "schema 0002 is current; nothing to do" in again.stdout
+        assert again.returncode == 0 and "schema 0003 is current; nothing to do" in again.stdout
 
 
 def test_an_empty_database_is_created_at_the_newest_schema(tmp_path):
@@ -83,6 +83,6 @@ def test_an_empty_database_is_created_at_the_newest_schema(tmp_path):
     db.init_db(db.make_engine(url)).kw["bind"].dispose()
     engine = db.make_engine(url)
     with engine.connect() as conn:
-        assert db.current_revision(conn) == db.head_revision() == "0002"
+        assert db.current_revision(conn) == db.head_revision() == "0003"
     engine.dispose()
     assert "nothing to do" in migrate(url).stdout

@@ -103,7 +103,7 @@ def test_a_time_budgeted_benchmark_says_when_its_machine_is_not_the_targets(monk
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     monkeypatch.setattr(hardware, "matmul_rates", lambda device, seconds: {
         "fp32": {"n": 1024, "tflops": 0.3}, "bf16": {"n": 1024, "tflops": bf16_tflops}})
-    machine = hardware.budget_machine()
+    machine = hardware.budget_machine(["train.max_minutes=30"])  # the opt-in wall-clock cap
     assert machine["differs"] == expected and machine["cpu_bf16"] == avx512_bf16
     assert machine["matmul_tflops"] == {"fp32": 0.3, "bf16": bf16_tflops}
     warning = hardware.budget_warning(machine)
@@ -111,11 +111,12 @@ def test_a_time_budgeted_benchmark_says_when_its_machine_is_not_the_targets(monk
     if expected:
         assert expected[0] in warning and "not comparable" in warning
     if avx512_bf16:  # fp32 asked for on a bf16 machine: the runs make fewer steps than the targets' did
-        asked = hardware.budget_machine(["data.max_tokens=2000", "train.precision=32-true"])
+        asked = hardware.budget_machine(["train.max_minutes=30", "train.precision=32-true"])
         assert "precision 32-true (targets: bf16-mixed)" in asked["differs"]
-    # runs that end on steps, not minutes: the core count and speed no longer matter, the arithmetic still does
-    stepped = hardware.budget_machine(["train.max_minutes=0", "train.max_steps=7036"])
+    # the presets end on steps, not minutes: the core count and speed do not matter, the arithmetic still does
+    stepped = hardware.budget_machine()
     assert not stepped["time_budgeted"] and machine["time_budgeted"]
+    assert not hardware.budget_machine(["train.max_minutes=0", "train.max_steps=7036"])["time_budgeted"]
     assert stepped["differs"] == [d for d in expected if d.startswith("precision")]
     if stepped["differs"]:
         assert "end on steps or epochs" in hardware.budget_warning(stepped)

@@ -140,7 +140,7 @@ def test_reproduce_dry_run_pairs_each_paper_model_with_a_baseline_on_the_same_da
     assert transformer.data == "wmt14 en-de"
     en_de_presets = [q for q in registry.get("cho2014").presets() if q.startswith("paper")
                      and preset_data("cho2014", q) == ("wmt14", "en-de")]
-    if en_de_presets:  # the En-De RNNencdec preset (issue 12)
+    if en_de_presets:  # the En-De RNNencdec preset (paper_ende), the Transformer's same-pair baseline
         assert transformer.baseline_preset in en_de_presets
     else:  # never the En-Fr RNNencdec
         assert transformer.baseline is None and "no cho2014 preset trains on wmt14 en-de" in transformer.why

@@ -62,3 +62,31 @@ def test_killed_run_resumes_to_the_uninterrupted_result(name, data_root, tmp_pat
 
 def test_resume_refuses_what_it_cannot_resume(tmp_path):
     assert_clean_error(attnrepro("train", "--resume", str(tmp_path)), "not a run directory")
+
+
+def test_an_interrupted_benchmark_resumes_its_unfinished_run(data_root, tmp_path):
+    """benchmarks/multi30k.py killed mid-run goes on from the run's checkpoint when started again, and the run
+    ends on the same steps and scores as one never interrupted."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def bench(out, env=None):
+        command = [sys.executable, "benchmarks/multi30k.py", "--preset", "tiny", "--models", "cho2014", "--out",
+                   str(out), "--set", "train.resume_every_n_steps=2", "--set", "train.max_epochs=3"]
+        return subprocess.run(command, cwd=repo, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                              timeout=600)
+
+    assert bench(tmp_path / "full").returncode == 0
+    killed = bench(tmp_path / "killed", env={"ATTNREPRO_INJECT_FAULT": "kill@5"})
+    assert killed.returncode == -9
+    again = bench(tmp_path / "killed")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming" in again.stdout
+    full, resumed = (json.loads((d / "runs" / "cho2014" / "metrics.json").read_text())
+                     for d in (tmp_path / "full", tmp_path / "killed"))
+    assert resumed["training"]["steps"] == full["training"]["steps"]
+    assert resumed["splits"]["test_2016_flickr"]["bleu"] == full["splits"]["test_2016_flickr"]["bleu"]

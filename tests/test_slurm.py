@@ -140,7 +140,9 @@ def test_a_plan_of_two_runs_reaches_done_with_the_local_executors_results(two_ru
     status = _status(on_slurm)
     assert {v["state"] for v in status.values()} == {"done"} and len(status) == 2
     assert all(v["attempts"] == 1 and v["job_id"].isdigit() for v in status.values())
-    assert "2 done" in result.stdout and "failed" not in result.stdout.split("2 done")[0]
+    lines = result.stdout.splitlines()
+    assert lines[-1].endswith("0 queued, 0 running, 2 done, 0 failed"), result.stdout
+    assert not [line for line in lines if ": failed" in line], result.stdout
     for label, entry in status.items():
         assert _job(entry["job_id"])["JobState"] == "COMPLETED"
         a, b = Path(entry["run_dir"]), Path(_status(local)[label]["run_dir"])

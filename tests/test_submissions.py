@@ -38,6 +38,11 @@ def test_read_hyp_lines_uses_the_same_rule_and_names_a_bad_file(tmp_path):
         read_hyp_lines(path)
     with pytest.raises(AttnreproError, match="does not exist"):
         read_hyp_lines(tmp_path / "missing.txt")
+    path.write_bytes(b"\n \n\r\n")  # blank lines: refused here as the server refuses them
+    with pytest.raises(AttnreproError, match=r"hyps\.txt: is empty \(every line is blank"):
+        read_hyp_lines(path)
+    with pytest.raises(SubmissionError, match="is empty"):
+        parse_translation_outputs(b"\n \n\r\n", 3, "lines")
 
 
 def test_translation_outputs_count_lines_and_refuse_long_lines_nul_and_bad_utf8():

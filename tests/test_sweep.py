@@ -165,3 +165,19 @@ def test_shipped_plans_load():
 
     for path in (Path(__file__).resolve().parents[1] / "plans").glob("*.yaml"):
         assert load_plan(path).runs, path
+
+
+def test_a_run_asking_for_more_gpus_than_the_machine_has_stops_the_sweep_in_one_line(tmp_path):
+    """A local sweep on a machine with one GPU and a run of 8 devices: nothing could ever start it, so the sweep
+    says so instead of waiting for a place that never frees."""
+    from types import SimpleNamespace
+
+    from harness.sweep import Plan, _drive, _Sweep
+
+    spec = RunSpec("vaswani2017", "paper", 1, None, [], 8, 1, tmp_path / "run")
+    state = _Sweep(plan=Plan("p", tmp_path, 0, [spec]), plan_path=tmp_path / "p.yaml", executor="local",
+                   status={spec.label: {"state": "queued", "attempts": 0}}, settings=None, cpu_slots=1,
+                   free_gpus=[0], pending=[spec])
+    display = SimpleNamespace(update=lambda status: None, tick=lambda status: None)
+    with pytest.raises(PlanError, match="asks for 8 GPUs per node and this machine has 1"):
+        _drive(state, display)

@@ -4,8 +4,9 @@ variants. It calls the model, adds the context block's own loss term and logs; t
 
 The loss is the per-word negative log-likelihood plus the context block's term (soft: lambda * Eq. 14; hard:
 the REINFORCE surrogate of Eq. 12), both summed per caption and divided by the number of words, like the
-likelihood. Each validation also captions the validation images greedily and logs val/bleu4, the metric
-the paper stopped early on (§5.2).
+likelihood. With `loss.capgen_scaling` (the paper presets) the block weighs its term against the likelihood
+as the authors' capgen.py does (`CaptionLossConfig`; tests/test_capgen_reference.py). Each validation also
+captions the validation images greedily and logs val/bleu4, the metric the paper stopped early on (§5.2).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class CaptionModule(AttnreproModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("state_dict", {})
-        for name in ("reward_baseline", "baseline_steps"):  # kept on the module before issue 11
+        for name in ("reward_baseline", "baseline_steps"):  # kept on the module by checkpoints of older releases
             if name in state:
                 state[f"model.context.{name}"] = state.pop(name)
 

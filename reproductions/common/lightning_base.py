@@ -63,6 +63,17 @@ class AttnreproModule(ResumableMixin, pl.LightningModule):
         loss = nll_sum / tokens
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log("val/ppl", torch.exp(loss), sync_dist=True)
+        self.step_plateau(nll_sum, tokens)
+
+    def step_plateau(self, nll_sum: torch.Tensor, tokens: torch.Tensor) -> None:
+        """optim.schedule=plateau: one scheduler step per validation, on the validation NLL per token of all ranks
+        together (so every rank halves its rate at the same validation)."""
+        if self.cfg.optim.schedule != "plateau" or self.trainer.sanity_checking:
+            return
+        sums = torch.stack([nll_sum, tokens])
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        self.lr_schedulers().step(float(sums[0] / sums[1]))
 
     def configure_optimizers(self):
         return configure_optimizers(self.cfg.optim, self.model.parameters())
@@ -105,6 +116,7 @@ class AttnreproModule(ResumableMixin, pl.LightningModule):
             "reproduction": self.reproduction,
             "config": to_dict(self.cfg),
             "tokens_seen": self.tokens_seen,
+            "run_id": getattr(self, "run_id", None),  # which run wrote it: `evaluate` refuses another run's
             **self._checkpoint_extra(),
         }
 

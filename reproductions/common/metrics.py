@@ -6,7 +6,9 @@ can be set against their tables:
   `tokenizer.perl`, with its default escaping), then corpus BLEU by sacreBLEU with `tokenize="none"`, cased,
   as `multi-bleu.perl` scored tokenised text. Into German, also the compound splitting of tensor2tensor's
   `get_ende_bleu.sh` (Vaswani et al. 2017's En-De script; fairseq's `compound_split_bleu.sh` does the same):
-  a hyphen between two non-space characters becomes ` ##AT##-##AT## `.
+  a hyphen between two non-space characters becomes ` ##AT##-##AT## `. On WMT14 into German, the hypotheses
+  (only) first go through `replace-unicode-punctuation.perl`, as that script does; Multi30k keeps the
+  convention its recorded scores were computed in (no replacement; the signature says which).
 - Bahdanau et al. 2014, Table 1: BLEU on all sentences, and on the sentences whose source and reference
   hold no word outside the model's shortlists ("No UNK"), with the unknown token kept in the hypotheses.
 - `lc_tok_bleu` (Multi30k): lowercased hypotheses, punctuation-normalised and Moses-tokenised as the dataset's
@@ -80,10 +82,12 @@ def compound_split(line: str) -> str:
 
 
 def moses_tokenize(line: str, lang: str, *, aggressive_dash: bool = False, lowercase: bool = False,
-                   normalize: bool = False, split_compounds: bool = False) -> str:
-    """One line through the Moses pipeline: [lowercase] -> [normalize-punctuation] -> tokenizer (escaped)
-    -> [compound split]. The unknown token `<unk>` stays one token."""
+                   normalize: bool = False, split_compounds: bool = False, replace_unicode: bool = False) -> str:
+    """One line through the Moses pipeline: [replace-unicode-punctuation] -> [lowercase] -> [normalize-punctuation]
+    -> tokenizer (escaped) -> [compound split]. The unknown token `<unk>` stays one token."""
     tokenizer, normalizer = _moses(lang)
+    if replace_unicode:  # sacremoses' port of replace-unicode-punctuation.perl
+        line = normalizer.replace_unicode_punct(line)
     if lowercase:
         line = line.lower()
     if normalize:
@@ -94,11 +98,14 @@ def moses_tokenize(line: str, lang: str, *, aggressive_dash: bool = False, lower
 
 
 def tok_bleu_signature(lang: str, *, aggressive_dash: bool = False, split_compounds: bool = False,
-                       lowercase: bool = False, normalize: bool = False, bleu=None) -> str:
-    """Every step of a tokenised BLEU: the Moses settings, then sacreBLEU's own signature."""
+                       lowercase: bool = False, normalize: bool = False, replace_unicode_hyps: bool = False,
+                       bleu=None) -> str:
+    """Every step of a tokenised BLEU: the Moses settings, then sacreBLEU's own signature. The hypotheses' unicode
+    replacement is named only where it was applied, so that earlier signatures stay as they were."""
     from sacrebleu.metrics import BLEU
 
-    steps = [f"moses:sacremoses-{metadata.version('sacremoses')}", f"lang:{lang}", "escape:yes",
+    steps = [f"moses:sacremoses-{metadata.version('sacremoses')}", f"lang:{lang}",
+             *(["hyp-unicode-punct:replaced"] if replace_unicode_hyps else []), "escape:yes",
              f"aggressive-dash:{'yes' if aggressive_dash else 'no'}",
              f"compound-split:{'##AT##' if split_compounds else 'no'}",
              f"norm-punct:{'yes' if normalize else 'no'}", f"lc:{'yes' if lowercase else 'no'}"]
@@ -108,24 +115,27 @@ def tok_bleu_signature(lang: str, *, aggressive_dash: bool = False, split_compou
 
 def tok_bleu(hyps: list[str], refs: list[str], lang: str, *, aggressive_dash: bool = False,
              split_compounds: bool = False, lowercase: bool = False, normalize: bool = False,
-             refs_tokenized: bool = False) -> dict:
+             refs_tokenized: bool = False, replace_unicode_hyps: bool = False) -> dict:
     """Corpus BLEU on Moses-tokenised text (sacreBLEU, `tokenize="none"`): `multi-bleu.perl`'s convention.
 
     `refs_tokenized`: the references are already tokenised (Multi30k's official `tok/` files) and are used as
-    they are; otherwise they go through the same pipeline as the hypotheses."""
+    they are; otherwise they go through the same pipeline as the hypotheses. `replace_unicode_hyps`: the
+    hypotheses, not the references, first go through replace-unicode-punctuation (tensor2tensor
+    `get_ende_bleu.sh`)."""
     from sacrebleu.metrics import BLEU
 
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} references")
     options = dict(aggressive_dash=aggressive_dash, lowercase=lowercase, normalize=normalize,
                    split_compounds=split_compounds)
-    tok_hyps = [moses_tokenize(h, lang, **options) for h in hyps]
+    tok_hyps = [moses_tokenize(h, lang, replace_unicode=replace_unicode_hyps, **options) for h in hyps]
     tok_refs = list(refs) if refs_tokenized else [moses_tokenize(r, lang, **options) for r in refs]
     bleu = BLEU(tokenize="none", lowercase=lowercase, force=True)  # force: the text is tokenised on purpose
     score = bleu.corpus_score(tok_hyps, [tok_refs])
     return {"score": round(score.score, 2), "detail": str(score),
             "signature": tok_bleu_signature(lang, aggressive_dash=aggressive_dash, split_compounds=split_compounds,
-                                            lowercase=lowercase, normalize=normalize, bleu=bleu)}
+                                            lowercase=lowercase, normalize=normalize,
+                                            replace_unicode_hyps=replace_unicode_hyps, bleu=bleu)}
 
 
 def paper_tok_settings(pair: str) -> dict:
@@ -168,6 +178,9 @@ def translation_scores(hyps: list[str], refs: list[str], *, dataset: str, pair: 
         raise ValueError(f"{len(papers_hyps)} hypotheses (with unknown tokens) for {len(refs)} references")
     settings = paper_tok_settings(pair)
     lang = settings.pop("lang")
+    # tensor2tensor get_ende_bleu.sh (Vaswani et al.'s newstest2014 En-De score): replace-unicode-punctuation.perl
+    # -l de on the hypotheses before tokenizer.perl. WMT14 only: Multi30k's recorded tok_bleu stays as computed.
+    settings["replace_unicode_hyps"] = dataset == "wmt14" and settings["split_compounds"]
     tok = tok_bleu(papers_hyps, refs, lang, **settings)
     scores.update({"tok_bleu": tok["score"], "tok_bleu_signature": tok["signature"],
                    "tok_bleu_detail": tok["detail"], "tok_bleu_unk_kept": hyps_with_unk is not None})

@@ -24,6 +24,9 @@ def cooldown_factor(progress: float, cooldown: float) -> float:
     return min(1.0, max(0.0, (1.0 - progress) / cooldown))
 
 
+PLATEAU_BY_MODULE = 10**9  # a frequency in epochs that Lightning never reaches
+
+
 def configure_optimizers(opt, params):
     """What `LightningModule.configure_optimizers` returns for the config section `opt`. Adam on CUDA is the
     fused kernel (one launch for all parameters, no host synchronisation; Lightning has moved the model to
@@ -48,5 +51,10 @@ def configure_optimizers(opt, params):
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=opt.plateau_factor, patience=opt.plateau_patience
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        # Stepped by the module once after each validation (AttnreproModule.step_plateau), never by Lightning:
+        # Lightning steps it at epoch ends, which a budget validating every N steps need not align with (no
+        # validation yet, or one validation read twice and counted as a stall). Configured here all the same, so
+        # that checkpoints carry its state and a resumed run continues it exactly.
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss",
+                                                         "interval": "epoch", "frequency": PLATEAU_BY_MODULE}}
     return optimizer

@@ -8,25 +8,30 @@
       hyps/SPLIT.txt     one hypothesis per line
       checkpoints/       best.ckpt (lowest validation loss), last.ckpt
       logs/metrics.csv   learning curves (Lightning's CSV logger); wandb/ when W&B is on
+      run.lock           held by the one process that writes the run (RunLock)
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
+import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from importlib import metadata
 from pathlib import Path
 
 import yaml
 
 from reproductions.common.errors import AttnreproError
-from reproductions.common.io import atomic_write_json, atomic_write_text
+from reproductions.common.io import atomic_write_json, atomic_write_text, file_sha256
 
 PACKAGES = ("attnrepro", "torch", "pytorch-lightning", "sacrebleu", "tokenizers", "datasets", "wandb", "numpy")
 
@@ -44,11 +49,25 @@ def git_commit() -> dict:
         return out.stdout.strip() if out.returncode == 0 else ""
 
     try:
+        # an installed package may sit inside someone else's repository (a venv in their project): only a
+        # checkout of attnrepro itself (an editable install, or a venv inside the checkout) has a commit to record
+        if not _is_attnrepro_checkout(git("rev-parse", "--show-toplevel")):
+            return {"commit": "unknown", "dirty": False}
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", False
     return {"commit": commit or "unknown", "dirty": dirty}
+
+
+def _is_attnrepro_checkout(toplevel: str) -> bool:
+    """Whether a repository root is a checkout of this project: its pyproject.toml names the attnrepro package."""
+    pyproject = Path(toplevel) / "pyproject.toml" if toplevel else None
+    try:
+        text = pyproject.read_text() if pyproject is not None and pyproject.is_file() else ""
+    except OSError:
+        return False
+    return re.search(r'^name\s*=\s*"attnrepro"\s*$', text, re.MULTILINE) is not None
 
 
 def package_versions() -> dict[str, str]:
@@ -112,19 +131,42 @@ def start_run(run_dir: Path, cfg_dict: dict, seed: int, checksums: dict, extra: 
             "machine": machine(),
             "data_checksums": checksums,
             "started": dt.datetime.now().isoformat(timespec="seconds"),
+            "run_id": uuid.uuid4().hex,  # stored in every checkpoint, so a checkpoint names the run it is of
             **(extra or {}),
         },
     )
+
+
+def _read_mapping(path: Path, what_to_do: str, kind: str, parse, errors: tuple) -> dict:
+    """A run file holding a mapping; damage is one line naming the file, what is wrong and `what_to_do`."""
+    try:
+        data = parse(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AttnreproError(f"{path} is missing; {what_to_do}") from None
+    except (*errors, UnicodeDecodeError):
+        raise AttnreproError(f"{path} is not valid {kind}; {what_to_do}") from None
+    except OSError as err:
+        raise AttnreproError(f"cannot read {path} ({err.strerror})") from None
+    if not isinstance(data, dict):
+        raise AttnreproError(f"{path} does not hold a {kind} mapping; {what_to_do}")
+    return data
+
+
+def read_json(path: Path, what_to_do: str) -> dict:
+    """A run file holding a JSON mapping (provenance.json, metrics.json)."""
+    return _read_mapping(path, what_to_do, "JSON", json.loads, (ValueError,))
+
+
+def read_yaml(path: Path, what_to_do: str) -> dict:
+    """A run file holding a YAML mapping (config.yaml)."""
+    return _read_mapping(path, what_to_do, "YAML", yaml.safe_load, (yaml.YAMLError,))
 
 
 def read_metrics(run_dir: Path) -> dict:
     path = Path(run_dir) / "metrics.json"
     if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise AttnreproError(f"{path} is not valid JSON; delete it and run `attnrepro evaluate {run_dir}`") from None
+    return read_json(path, f"delete it and run `attnrepro evaluate {run_dir}` to score the run again")
 
 
 def update_metrics(run_dir: Path, section: str, values: dict) -> dict:
@@ -134,9 +176,104 @@ def update_metrics(run_dir: Path, section: str, values: dict) -> dict:
     return metrics
 
 
+LOCK_FILE = "run.lock"
+
+
+class RunDirBusy(AttnreproError):
+    """Another live process writes this run directory."""
+
+
+class RunLock:
+    """One writer per run directory: an exclusive lock (fcntl.flock) on RUN_DIR/run.lock, held for the life of
+    the run. The kernel releases it when the process ends, however it ends (SIGKILL included), so a lock that
+    is still held always means a live writer; the file names that writer (pid, host, start) for the message."""
+
+    def __init__(self, run_dir: Path | str):
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise AttnreproError(f"cannot write the run directory {self.run_dir} ({err.strerror}); choose a "
+                                 "writable --run-dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirBusy(busy_message(self.run_dir, lock_holder(self.run_dir) or {})) from None
+        holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "started": dt.datetime.now().isoformat(timespec="seconds")})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Remove what a dead attempt left in a run directory, all but its lock file (call it holding the RunLock)."""
+    for entry in Path(run_dir).iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def lock_holder(run_dir: Path | str) -> dict | None:
+    """The live process that holds the run directory's lock ({pid, host, started}), or None when none does."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        try:
+            return json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except ValueError:
+            return {}
+    finally:
+        os.close(fd)
+
+
+def busy_message(run_dir: Path, holder: dict) -> str:
+    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    since = f" since {holder['started']}" if holder.get("started") else ""
+    return (f"{run_dir} is being written by another process ({who}{since}); wait for it to finish or stop it, "
+            f"then `attnrepro train --resume {run_dir}`")
+
+
+def run_id(run_dir: Path) -> str | None:
+    """The run's identity from provenance.json (None for runs of older releases)."""
+    path = Path(run_dir) / "provenance.json"
+    return read_json(path, "start a new run").get("run_id") if path.is_file() else None
+
+
 def check_new_run_dir(run_dir: Path) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise AttnreproError(f"run directory {run_dir} already holds a run; choose another --run-dir")
+    if run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+        raise AttnreproError(f"run directory {run_dir} already holds a run; choose another --run-dir "
+                             f"(or `attnrepro train --resume {run_dir}` to continue it)")
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Temporary files of atomic writes (a dot, the file's name, a random part, `.tmp`) that a killed writer
+    left; call under the lock."""
+    stale = [p for p in Path(run_dir).rglob(".*.tmp") if p.is_file() and "wandb" not in p.parts]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def is_rank_zero() -> bool:
@@ -151,24 +288,67 @@ def is_rank_zero() -> bool:
 def read_run(run_dir: Path) -> dict:
     """What a run was started with: reproduction, preset, seed and the resolved config."""
     run_dir = Path(run_dir)
-    try:
-        provenance = json.loads((run_dir / "provenance.json").read_text())
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        return {"reproduction": provenance["reproduction"], "preset": provenance["preset"],
-                "seed": provenance["seed"], "config": config}
-    except FileNotFoundError as err:
-        raise AttnreproError(f"{run_dir} is not a run directory ({Path(err.filename).name} is missing)") from None
-    except (json.JSONDecodeError, yaml.YAMLError, KeyError) as err:
-        raise AttnreproError(f"{run_dir}: provenance.json or config.yaml is damaged ({err}); start a new run") from None
+    if not (run_dir / "provenance.json").is_file():
+        raise AttnreproError(f"{run_dir} is not a run directory (provenance.json is missing)")
+    provenance = read_json(run_dir / "provenance.json", "the run cannot be resumed or reported; start a new run")
+    config = read_yaml(run_dir / "config.yaml", "restore it (the config the run was started with) or start a new run")
+    missing = [k for k in ("reproduction", "preset", "seed") if k not in provenance]
+    if missing:
+        raise AttnreproError(f"{run_dir / 'provenance.json'} has no '{missing[0]}'; start a new run")
+    return {"reproduction": provenance["reproduction"], "preset": provenance["preset"], "seed": provenance["seed"],
+            "config": config, "provenance": provenance}
 
 
-def newest_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint to resume from: the newer of checkpoints/resume.ckpt and checkpoints/last.ckpt."""
+def resume_candidates(run_dir: Path) -> list[Path]:
+    """checkpoints/resume.ckpt and last.ckpt that exist, newest first."""
     candidates = [p for p in (Path(run_dir) / "checkpoints" / n for n in ("resume.ckpt", "last.ckpt")) if p.is_file()]
+    return sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+
+def checksum_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".sha256")
+
+
+def write_checksum(checkpoint: Path, digest: str) -> None:
+    atomic_write_text(checksum_path(checkpoint), digest + "\n")
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (its checksum differs, unreadable, truncated, non-finite weights),
+    or None if it can. Checkpoints of older releases have no checksum file and are judged on the rest."""
+    import torch
+
+    recorded = checksum_path(path)
+    if recorded.is_file() and recorded.read_text().strip() != file_sha256(path):
+        return "damaged: its sha256 differs from the one recorded when it was written"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or damaged file: torch raises several kinds
+        return f"unreadable ({type(err).__name__})"
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        return "holds no weights"
+    bad = next((k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
+                and not torch.isfinite(v).all()), None)
+    return f"non-finite weights ({bad})" if bad else None
+
+
+def newest_checkpoint(run_dir: Path, say=print) -> Path:
+    """The checkpoint to resume from: the newest of checkpoints/resume.ckpt and last.ckpt that is whole and
+    finite; a damaged newer one is passed over with a line saying so."""
+    candidates = resume_candidates(run_dir)
     if not candidates:
-        raise AttnreproError(f"{run_dir} has no checkpoint to resume from (checkpoints/resume.ckpt or last.ckpt); "
-                             "it died before its first checkpoint: start it again")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+        raise AttnreproError(f"{run_dir} has no checkpoint to resume from (checkpoints/resume.ckpt or last.ckpt)")
+    problems = []
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            for skipped in problems:
+                say(f"passing over {skipped}")
+            return path
+        problems.append(f"{path} ({problem})")
+    raise AttnreproError(f"{run_dir} has no usable checkpoint to resume from: {'; '.join(problems)}; start a new run")
 
 
 def curves_until(run_dir: Path, checkpoint: Path) -> list[dict]:

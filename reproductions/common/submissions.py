@@ -43,7 +43,8 @@ def split_lines(text: str) -> list[str]:
 
 
 def decode_outputs(data: bytes, field: str = "outputs") -> str:
-    """UTF-8 bytes -> text, without a leading BOM; empty input, invalid UTF-8 and NUL are errors."""
+    """UTF-8 bytes -> text, without a leading BOM; empty or blank input (no word at all), invalid UTF-8 and NUL
+    are errors: the one rule for submissions and for a run's own hypothesis files (`read_hyp_lines`)."""
     if not data.strip():
         raise SubmissionError(field, "is empty")
     try:
@@ -65,12 +66,14 @@ def read_hyp_lines(path: Path | str) -> list[str]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise AttnreproError(f"hypothesis file {path} does not exist") from None
-    if not data.strip(b"\r\n"):  # no hypotheses, or only empty ones (a model that emits </s> at once)
-        return split_lines(data.decode("ascii"))
-    try:
+    if not data:  # a split of no segments
+        return []
+    try:  # the server's rule for submissions, here too: lines without a single word are refused
         return split_lines(decode_outputs(data, str(path)))
     except SubmissionError as err:
-        raise AttnreproError(str(err)) from None
+        hint = (" (every line is blank: the model produced no words; decode again with decode.min_len=1)"
+                if err.message == "is empty" else "")
+        raise AttnreproError(str(err) + hint) from None
 
 
 def parse_translation_outputs(data: bytes, segments: int, what: str, *,

@@ -36,7 +36,12 @@ class TranslationModule(AttnreproModule):
         total_ntok = ntok
         if self.trainer.world_size > 1:  # per-token mean over all ranks' tokens (DDP then averages gradients)
             total_ntok = self.all_gather(ntok).sum()
-        loss = loss_sum * self.trainer.world_size / total_ntok
+        if self.cfg.optim.loss_scale == "batch_sum":
+            # DDP averages the ranks' gradients and Lightning divides each accumulated batch's loss by their
+            # number: undo both, so the gradient is that of the step's whole summed NLL
+            loss = loss_sum * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        else:
+            loss = loss_sum * self.trainer.world_size / total_ntok
         self._count_tokens(total_ntok)
         # Tensors, not numbers: Lightning reads on_step metrics when it writes them (every log_every_n_steps),
         # so the host never waits for the device here. batch_size only weights epoch means, which these are not.

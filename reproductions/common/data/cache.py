@@ -6,9 +6,10 @@ vocabularies and the length filter):
   past 65535 entries)
 - `src.offsets`, `tgt.offsets`: int64, pair i is ids[offsets[i]:offsets[i + 1]]
 - `src.lengths`, `tgt.lengths`: uint16 token counts (what the batch sampler reads)
-- `meta.json`: counts and byte sizes, written last.
+- `meta.json`: counts, byte sizes and the sha256 of every file, written last.
 The folder is built under a temporary name and renamed when complete, so a crash never leaves a cache
-that looks usable; one whose files disagree with `meta.json` is deleted and rebuilt. A file lock makes
+that looks usable; one whose files disagree with `meta.json` (size or checksum: damage of the same size is
+caught too) is deleted and rebuilt. A file lock makes
 concurrent processes (DDP ranks on a node, parallel runs) build it once: the others wait, then map it.
 Memory while building stays at one chunk of pairs (`corpus.CHUNK`) plus the tokenizer.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_json
+from ..io import atomic_write_json, file_sha256
 from .corpus import Bitext
 from .vocab import Vocab
 
@@ -96,11 +97,15 @@ class TokenCache:
         return out[0], out[1]
 
 
+
 def is_complete(path: Path) -> bool:
-    """A cache entry is used only if its meta.json exists and every file has the size it records."""
+    """A cache entry is used only if its meta.json exists and every file has the size and sha256 it records
+    (entries of older releases, without checksums, are judged on the sizes)."""
     try:
         meta = json.loads((path / "meta.json").read_text())
-        return meta["format"] == FORMAT and all((path / name).stat().st_size == meta["bytes"][name] for name in FILES)
+        if meta["format"] != FORMAT or any((path / name).stat().st_size != meta["bytes"][name] for name in FILES):
+            return False
+        return all(file_sha256(path / name) == meta["sha256"][name] for name in FILES) if "sha256" in meta else True
     except (OSError, ValueError, KeyError):
         return False
 
@@ -163,6 +168,7 @@ def build_cache(bitext: Bitext, src_vocab: Vocab, tgt_vocab: Vocab, max_len: int
         "format": FORMAT, "corpus": bitext.description, "corpus_key": bitext.key, "max_len": max_len,
         "pairs_read": read, "pairs": kept, "dropped": read - kept, "tokens": totals, "dtypes": dtypes,
         "bytes": {name: (tmp / name).stat().st_size for name in FILES},
+        "sha256": {name: file_sha256(tmp / name) for name in FILES},
         "build_seconds": round(time.perf_counter() - started, 1),
     }
     atomic_write_json(tmp / "meta.json", meta)

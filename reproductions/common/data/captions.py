@@ -2,16 +2,31 @@
 
 A split comes back as a `CaptionSplit`: image names, their files and each image's reference captions
 (raw text). The Flickr8k text files are found and verified by `sources.resolve` like every other data
-file; images are read from the data root (they are not redistributed by any stable public URL).
+file. The images are read from `data.images_dir` or the data root; without either, the 8091 images are
+downloaded once from a public GitHub copy (224x224 JPEGs, the files every record here was measured on),
+each checked against the sha256 list shipped beside this module, and the folder appears only when complete.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sources import DataError, DataFile, data_root, read_lines
+from ..io import file_sha256
+from .sources import (
+    GITHUB_RAW,
+    DataError,
+    DataFile,
+    cache_root,
+    data_root,
+    discard_download,
+    fetch,
+    read_lines,
+    source_url,
+)
 
 # shagunsodhani/Image-Caption-Generator@7877ec6 holds the official Flickr8k text files unchanged.
 _F8K_URL = (
@@ -32,6 +47,10 @@ FLICKR8K_SPLITS = {
                      "6461ca86cf5d4c810cbbc3a7dd5a4ef0900b7306aba17dfa9b96e93f3afc452d"),
 }
 FLICKR8K_IMAGES = "flickr8k/Images"
+# RlNZLER/Image-Text-Matching@56a15d9 holds all 8091 images, resized to 224x224 by its authors (later removed).
+FLICKR8K_IMAGES_URL = f"{GITHUB_RAW}/RlNZLER/Image-Text-Matching/56a15d913c3f290e2ee896386ece6076c1eea02e/data/images/"
+FLICKR8K_IMAGE_LIST = Path(__file__).with_name("flickr8k_images.tsv")  # image, bytes, sha256
+FLICKR8K_FORM = "https://forms.illinois.edu/sec/1713398"  # the official request form for the originals
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
 
 
@@ -57,14 +76,53 @@ def _image_dir(images_dir: str | None, default_relpath: str) -> Path:
     else:
         root = data_root()
         if root is None:
-            raise DataError(
-                f"the images are read from a local folder: set ATTNREPRO_DATA to a data root holding "
-                f"{default_relpath}/ (see shared/data/flickr8k/README.md for the sources), or set data.images_dir"
-            )
+            if default_relpath == FLICKR8K_IMAGES:
+                return flickr8k_images()
+            raise DataError(f"the images are read from a local folder: set data.images_dir, or ATTNREPRO_DATA to a "
+                            f"data root holding {default_relpath}/")
         path = root / default_relpath
     if not path.is_dir():
         raise DataError(f"image folder {path} does not exist; set ATTNREPRO_DATA or data.images_dir to where they are")
     return path
+
+
+def flickr8k_image_list() -> dict[str, str]:
+    """Each Flickr8k image's file name -> sha256, as the mirror serves it."""
+    lines = [line for line in FLICKR8K_IMAGE_LIST.read_text().splitlines()[2:] if line]
+    return {name: sha for name, _, sha in (line.split("\t") for line in lines)}
+
+
+def flickr8k_images() -> Path:
+    """The cache's complete, verified Flickr8k image folder, downloading the images it lacks.
+
+    Downloads go into a hidden `.Images.partial` folder beside it; each file is kept only if its sha256
+    matches the shipped list, so an interrupted or failed download resumes where it stopped, and the
+    folder is renamed to `Images` (one atomic step) once all 8091 are there."""
+    folder = cache_root() / "data" / FLICKR8K_IMAGES
+    if folder.is_dir():
+        return folder
+    expected = flickr8k_image_list()
+    partial = folder.with_name(f".{folder.name}.partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    missing = [n for n, sha in expected.items() if not (partial / n).is_file() or file_sha256(partial / n) != sha]
+    advice = (f"run again to fetch the rest, or request the images at {FLICKR8K_FORM} and set data.images_dir "
+              "to their folder")
+    fetched = fetch([FLICKR8K_IMAGES_URL + n for n in missing], f"{len(missing)} Flickr8k images", advice)
+    bad = []
+    for name, path in zip(missing, fetched):
+        if file_sha256(path) != expected[name]:
+            discard_download(path)
+            bad.append(name)
+        elif path.is_relative_to(cache_root()):
+            os.replace(path, partial / name)
+        else:  # a local path served as is: copy, never move, a source
+            shutil.copyfile(path, partial / name)
+    if bad:
+        raise DataError(f"{len(bad)} downloaded Flickr8k image(s) fail their checksum, e.g. {bad[0]} from "
+                        f"{source_url(FLICKR8K_IMAGES_URL)}; they were discarded and the "
+                        f"{len(expected) - len(bad)} verified ones kept: {advice}")
+    os.replace(partial, folder)
+    return folder
 
 
 def _check_files(paths: list[Path], split: str) -> None:

@@ -12,6 +12,7 @@ Multi30k and WMT14's newstest sets (small, checksummed files) go through `transl
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import itertools
@@ -43,6 +44,18 @@ class Bitext:
     provenance: dict
 
 
+@dataclass(frozen=True)
+class PairChunks:
+    """A bitext's `chunks` that also names its (src, tgt) languages: word vocabularies Moses-tokenise each side
+    in its own language (`vocab.vocabs_for_corpus` reads `langs`). Called, it streams like the plain function."""
+
+    stream: Callable[[], Chunks]
+    langs: tuple[str, str]
+
+    def __call__(self) -> Chunks:
+        return self.stream()
+
+
 def hub_config(pair: str) -> str:
     src, tgt = parse_pair(pair)
     return "-".join(sorted((src, tgt), key=lambda lang: lang == "en"))  # HF names them de-en / fr-en
@@ -54,10 +67,11 @@ def training_bitext(cfg, cache_dir: Path) -> Bitext:
         bitext = wmt14_train(cfg.pair, cfg.source, cfg.hub_revision, Path(cache_dir))
     else:
         bitext = _small_split(cfg.dataset, cfg.pair, cfg.train_split)
-    if cfg.train_limit is None:
-        return bitext
-    return Bitext(f"{bitext.description}, first {cfg.train_limit} pairs", f"{bitext.key}|limit={cfg.train_limit}",
-                  lambda: _limited(bitext.chunks(), cfg.train_limit), bitext.provenance)
+    if cfg.train_limit is not None:
+        whole = bitext
+        bitext = Bitext(f"{whole.description}, first {cfg.train_limit} pairs", f"{whole.key}|limit={cfg.train_limit}",
+                        lambda: _limited(whole.chunks(), cfg.train_limit), whole.provenance)
+    return dataclasses.replace(bitext, chunks=PairChunks(bitext.chunks, parse_pair(cfg.pair)))
 
 
 def _limited(chunks: Chunks, limit: int) -> Chunks:

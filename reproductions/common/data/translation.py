@@ -92,15 +92,26 @@ def multi30k_tok_lines(split: str, lang: str) -> tuple[list[str], dict[str, str]
         if (part, lang) not in _MULTI30K_TOK_SHA256:
             raise LookupError(f"no official tokenised Multi30k references for {part}.{lang} "
                               f"(shipped: {', '.join(sorted({s for s, _ in _MULTI30K_TOK_SHA256}))})")
-        file = DataFile(
-            relpath=f"multi30k/task1/tok/{part}.lc.norm.tok.{lang}.gz",
-            url=f"https://raw.githubusercontent.com/multi30k/dataset/{MULTI30K_COMMIT}/data/task1/tok/"
-            f"{part}.lc.norm.tok.{lang}",
-            text_sha256=_MULTI30K_TOK_SHA256[(part, lang)],
-        )
+        file = _multi30k_tok_file(part, lang)
         lines += read_lines(file)
         relpaths[file.relpath] = file.text_sha256
     return lines, relpaths
+
+
+def _multi30k_tok_file(split: str, lang: str) -> DataFile:
+    return DataFile(
+        relpath=f"multi30k/task1/tok/{split}.lc.norm.tok.{lang}.gz",
+        url=f"https://raw.githubusercontent.com/multi30k/dataset/{MULTI30K_COMMIT}/data/task1/tok/"
+        f"{split}.lc.norm.tok.{lang}",
+        text_sha256=_MULTI30K_TOK_SHA256[(split, lang)],
+    )
+
+
+def all_files() -> list[DataFile]:
+    """Every checksummed translation file: Multi30k raw and tokenised sides, the WMT14 test sets."""
+    return ([multi30k_file(split, lang) for split, lang in _MULTI30K_SHA256]
+            + [_multi30k_tok_file(split, lang) for split, lang in _MULTI30K_TOK_SHA256]
+            + [_wmt14_file(local) for local in _WMT14_SHA256])
 
 
 def wmt14_file(split: str, lang: str, pair: str) -> DataFile:
@@ -112,8 +123,13 @@ def wmt14_file(split: str, lang: str, pair: str) -> DataFile:
     local = f"{year}/{english_pair}/{split}.{lang}" if year == "2014" else f"{year}/{split}.{lang}"
     if local not in _WMT14_SHA256:
         raise DataError(f"WMT14 has no {split} file for language '{lang}' of pair {pair}")
-    remote_pair = {"en-de": "de-en", "en-fr": "fr-en"}.get(english_pair, english_pair)
-    remote = f"{year}/{remote_pair}/{split}.{lang}" if year == "2014" else local
+    return _wmt14_file(local)
+
+
+def _wmt14_file(local: str) -> DataFile:
+    """The WMT14 file `local` ('2013/newstest2013.de', '2014/en-de/newstest2014.de'); OPUS-MT-testsets names
+    the 2014 pairs the other way round (de-en, fr-en)."""
+    remote = local.replace("2014/en-de/", "2014/de-en/").replace("2014/en-fr/", "2014/fr-en/")
     return DataFile(
         relpath=f"wmt14/{local}.gz",
         url=f"https://raw.githubusercontent.com/Helsinki-NLP/OPUS-MT-testsets/{OPUS_TESTSETS_COMMIT}"
