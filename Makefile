@@ -20,7 +20,7 @@ reproduce: $(VENV)/.installed  ## the main job: papers vs baselines at PRESET sc
 test: $(VENV)/.installed  ## the test suite and lint, through tox
 	$(VENV)/bin/tox -e py,lint
 
-test-paper: $(VENV)/.installed  ## the VGG-19 / ResNet-101 encoder tests, in a tox env with torchvision (~5.5 GB)
+test-paper: $(VENV)/.installed  ## encoder tests and the rehearsal of every paper preset, in a tox env with torchvision (~5.5 GB)
 	$(VENV)/bin/tox -e paper
 
 lint: $(VENV)/.installed

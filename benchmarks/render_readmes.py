@@ -435,6 +435,27 @@ def lambda_sweep() -> str:
                    "budget, precision", "record"], rows, {1, 2, 3, 4, 5})
 
 
+def targets(benchmark: str, models: tuple[str, ...], depth: int) -> str:
+    """A paper README: the benchmark's quality targets for `models`, as judged by the newest record whose runs
+    stopped on steps (the targets are set at the `cpu` budget, so a time-budgeted record does not judge them)."""
+    judged = [r for r in records(benchmark) if r.get("targets") and not r.get("overrides")
+              and all(budget(run).endswith("steps") for run in r["runs"].values())]
+    if not judged:
+        return (f"No record judges these targets at the `cpu` preset's step budget yet: "
+                f"`python benchmarks/{benchmark}.py` does.")
+    record, rows = judged[0], []
+    for name in models:
+        target = record["targets"].get(name)
+        if target:
+            score = target.get("bleu", target.get("score"))
+            verdict = "met" if target["met"] else "**not met**"
+            rows.append([f"{TITLES[name]} (`{name}`)", target["text"], _f(score), verdict,
+                         budget(record["runs"][name]), _link(record, depth)])
+    intro = (f"The benchmark's targets at the `cpu` budget, judged by its newest record ({machine(record)}, "
+             f"`{record.get('command', '')}`):\n\n")
+    return intro + _table(["model", "target", "ours", "", "budget", "record"], rows, {2})
+
+
 def records_index() -> str:
     """benchmarks/README.md: every record, its benchmark, date, command and machine."""
     rows = []
@@ -473,6 +494,8 @@ RENDERERS = {
     "bahdanau2014-paper": lambda: paper_table("bahdanau2014", ("bahdanau2014", "cho2014")),
     "bahdanau2014-ours": lambda: _translation_rows(("bahdanau2014", "cho2014"), 2),
     "bahdanau2014-trials": lambda: trials(("bahdanau2014", "cho2014"), "multi30k", 2),
+    "bahdanau2014-targets": lambda: targets("multi30k", ("bahdanau2014", "cho2014"), 2),
+    "vaswani2017-targets": lambda: targets("multi30k", ("vaswani2017",), 2),
     "cho2014-ours": lambda: _translation_rows(("cho2014",), 2),
     "vaswani2017-paper": lambda: paper_table("vaswani2017", ("vaswani2017",)),
     "vaswani2017-ours": lambda: _translation_rows(("vaswani2017", "cho2014"), 2),

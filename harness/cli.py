@@ -336,6 +336,8 @@ def _check_reproduce(presets: list[str], only: list[str] | None, overrides: list
 
 
 def _cmd_reproduce(args) -> None:
+    if args.rehearse:
+        return _cmd_rehearse(args)
     presets = list(dict.fromkeys(args.preset if isinstance(args.preset, list) else [args.preset]))
     _check_reproduce(presets, args.only, args.set)
     from .reproduce import reproduce
@@ -349,6 +351,20 @@ def _cmd_reproduce(args) -> None:
                     {"preset": "+".join(presets), "presets": presets, "devices": args.devices, "nodes": args.nodes,
                      "runs": [{"reproduction": name, "preset": preset, "metrics": metrics}
                               for (name, preset), metrics in results.items()]})
+
+
+def _cmd_rehearse(args) -> None:
+    """reproduce --rehearse: the paper presets given (default: every one) at miniature scale, end to end."""
+    from .rehearse import paper_presets, rehearse
+
+    presets = list(dict.fromkeys(args.preset)) if isinstance(args.preset, list) else paper_presets(args.only)
+    _check_reproduce(presets, args.only, args.set)
+    items = rehearse(presets, only=args.only, out=args.out, devices=args.devices, overrides=args.set,
+                     probe_steps=args.probe_steps, console=_json_console(args.json))
+    if args.json:
+        import dataclasses
+
+        _print_json({"presets": presets, "runs": [dataclasses.asdict(i) for i in items]})
 
 
 def _cmd_submit(args) -> None:
@@ -624,13 +640,16 @@ def _sweep_parsers(sub, preset_help: str) -> None:
                            ("attnrepro reproduce --only bahdanau2014 --seeds 3", "one pair, three seeds each"),
                            ("attnrepro reproduce --preset gpu --runs-per-gpu 5", "on GPUs, five runs per GPU"),
                            ("attnrepro reproduce --preset paper --preset paper_big --devices 8", "two table rows, "
-                            "8 GPUs per run")))
+                            "8 GPUs per run"),
+                           ("attnrepro reproduce --rehearse --devices 2", "every paper preset end to end in miniature "
+                            "first (~25 min, 2 cores)")))
     p.add_argument("--preset", action=_Presets, default=DEFAULT_PRESET,
                    help=preset_help + ". Repeat it for several rows of the papers' tables, e.g. --preset paper "
                                       "--preset paper_big (whole tables: plans/paper-*.yaml); a paper model without "
                                       "a preset is left out of that row (one named by --only needs one of them)")
     p.add_argument("--out", type=Path,
-                   help="output folder (default: runs/reproduce-PRESET; several presets: runs/reproduce-P1+P2)")
+                   help="output folder (default: runs/reproduce-PRESET; several presets: runs/reproduce-P1+P2; "
+                        "--rehearse: runs/rehearsal)")
     p.add_argument("--seed", type=int, default=1, help="the first seed (default: 1)")
     p.add_argument("--seeds", type=_positive, default=1, help="seeds per model, from --seed on (CIs need 2 or more)")
     p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local",
@@ -650,6 +669,13 @@ def _sweep_parsers(sub, preset_help: str) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print each paper model and the baseline preset it is paired with (same data), and the runs' "
                         "devices; run nothing")
+    p.add_argument("--rehearse", action="store_true",
+                   help="before the real thing: run every run of the paper presets given (default: all of them) "
+                        "through its whole path at miniature scale (local WMT14 shards, DDP on --devices, a kill and "
+                        "resume, averaging, scoring, the verdict); minutes, not days. Output: runs/rehearsal")
+    p.add_argument("--probe-steps", type=int, metavar="N",
+                   help="with --rehearse: train each full-size preset N steps to measure its step time and project "
+                        "its device-hours (default: 10 where there is a GPU, else 0)")
     p.add_argument("--only", action="append", metavar="PAPER_MODEL",
                    help="only this paper model and its baseline, e.g. --only bahdanau2014 (repeatable; default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

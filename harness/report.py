@@ -224,8 +224,11 @@ def build_report(targets: list[Path], out: Path, with_tests: bool = True) -> dic
             rows = []
             for split in sorted({s for r in paper_runs for s in r.splits}):
                 for metric, label in shown(task):
-                    ours = [r.splits[split][metric] for r in paper_runs if metric in r.splits.get(split, {})]
-                    base = [r.splits[split][metric] for r in base_runs if metric in r.splits.get(split, {})]
+                    # a score recorded as None (e.g. No-UNK BLEU where no sentence is free of [UNK]) is not a score
+                    ours = [r.splits[split][metric] for r in paper_runs
+                            if r.splits.get(split, {}).get(metric) is not None]
+                    base = [r.splits[split][metric] for r in base_runs
+                            if r.splits.get(split, {}).get(metric) is not None]
                     if not ours:
                         continue
                     row = {"split": split, "metric": label, "ours": summary(ours),

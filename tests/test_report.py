@@ -95,6 +95,18 @@ def _fake_run(root, name, preset, pair, seed, splits):
     return run
 
 
+def test_a_score_recorded_as_none_is_left_out_not_averaged(tmp_path):
+    """No-UNK BLEU is None where no test sentence is free of [UNK] (a short test slice): that row has no score."""
+    runs = tmp_path / "runs"
+    scores = {"bleu": 25.1, "chrf": 50.0, "tok_bleu": 26.4, "tok_bleu_no_unk": None}
+    _fake_run(runs, "bahdanau2014", "paper", "en-fr", 1, {"newstest2014": scores})
+    _fake_run(runs, "cho2014", "paper", "en-fr", 1, {"newstest2014": {**scores, "tok_bleu_no_unk": 20.0}})
+    section = next(s for s in build_report([runs], tmp_path / "report", with_tests=False)["sections"]
+                   if s["paper"] == "bahdanau2014")
+    rows = {r["key"]: r for r in section["rows"]}
+    assert "tok_bleu_no_unk" not in rows and rows["tok_bleu"]["ours"]["mean"] == 26.4
+
+
 @pytest.mark.slow
 def test_report_of_paper_runs_shows_both_conventions_and_never_mixes_pairs(tmp_path):
     runs = tmp_path / "runs"

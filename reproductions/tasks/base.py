@@ -42,7 +42,7 @@ class Task(ABC):
 
     @abstractmethod
     def check_data(self, cfg) -> None:
-        """Raise a DataError naming the first missing or corrupt file of a run's training and validation data,
+        """Raise a DataError naming the first missing or corrupt file of a run's training, validation and test data,
         and what to do (a download, where no data root is set, happens here once). Cheap next to training: it
         reads the text files, and only checks that the images exist."""
 

@@ -33,11 +33,11 @@ class CaptioningTask(Task):
     # -- training ----------------------------------------------------------------------------------------------
 
     def check_data(self, cfg) -> None:
-        """The captions and images of the training and validation splits, then the image encoder: its package
+        """The captions and images of the training, validation and test splits, then the image encoder: its package
         and its ImageNet weights (`check_encoder`), which the data module needs before any feature is made."""
         from reproductions.common.data.captions import load_captions
 
-        for split in (cfg.data.train_split, cfg.data.val_split):
+        for split in (cfg.data.train_split, cfg.data.val_split, *cfg.data.test_splits):
             load_captions(cfg.data, split)
         check_encoder(cfg.data.encoder, cfg.data.encoder_weights)
 

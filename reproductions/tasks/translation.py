@@ -31,7 +31,7 @@ class TranslationTask(Task):
         from reproductions.common.data.translation import files_of
 
         d = cfg.data
-        splits = [d.val_split]
+        splits = [d.val_split, *d.test_splits]  # the test splits too: scored after training, found missing now
         if not (d.dataset == "wmt14" and d.train_split == "train"):  # WMT14's training data streams from its source
             splits.insert(0, d.train_split)
         for split in splits:
