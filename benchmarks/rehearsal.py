@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": {"runs": len(runs), "ok": sum(r["status"] == "ok" for r in runs),
                     "skipped": sum(r["status"] == "skipped" for r in runs),
                     "failed": sum(r["status"] == "failed" for r in runs)},
-        "runs": runs})
+        "rehearsals": runs})
     print(f"rehearsal: {minutes} min in all; record: {args.out / 'result.json'}")
     return 1 if failure else 0
 

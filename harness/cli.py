@@ -642,7 +642,7 @@ def _sweep_parsers(sub, preset_help: str) -> None:
                            ("attnrepro reproduce --preset paper --preset paper_big --devices 8", "two table rows, "
                             "8 GPUs per run"),
                            ("attnrepro reproduce --rehearse --devices 2", "every paper preset end to end in miniature "
-                            "first (~25 min, 2 cores)")))
+                            "first (~9 min, 2 cores)")))
     p.add_argument("--preset", action=_Presets, default=DEFAULT_PRESET,
                    help=preset_help + ". Repeat it for several rows of the papers' tables, e.g. --preset paper "
                                       "--preset paper_big (whole tables: plans/paper-*.yaml); a paper model without "

@@ -138,3 +138,19 @@ def test_the_benchmark_tables_mark_a_run_stopped_by_the_time_cap():
     capped = {"stopped_by": "time", "steps": 126, "budget": {"max_steps": 700}}
     assert stopped_by(capped) == "time (check this run)"
     assert stopped_by({"stopped_by": "steps", "steps": 700, "budget": {"max_steps": 700}}) == "steps"
+
+
+def test_the_thread_count_is_recorded_and_what_it_changes_is_known(data_root, tmp_path):
+    """The same seed on 1 and on 2 CPU threads (OMP_NUM_THREADS): each run records its thread count, and the two
+    agree on everything that counts work; docs/reproducibility.md says what differs."""
+    work = ("--set", "train.precision=32-true", "--set", "train.max_epochs=5", "--set", "train.max_steps=8",
+            "--set", "train.val_every_n_batches=4")
+    runs = {}
+    for threads in (1, 2):
+        result = attnrepro("train", "bahdanau2014", "--preset", "tiny", "--seed", "3", "--run-dir",
+                           str(tmp_path / f"t{threads}"), *work, env={"OMP_NUM_THREADS": str(threads)})
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[threads] = json.loads((tmp_path / f"t{threads}" / "metrics.json").read_text())
+    assert [runs[t]["training"]["torch_threads"] for t in (1, 2)] == [1, 2]
+    for key in ("steps", "epochs_completed", "target_tokens", "stopped_by"):
+        assert runs[1]["training"][key] == runs[2]["training"][key], key
