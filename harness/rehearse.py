@@ -188,36 +188,48 @@ def miniature_overrides(name: str, preset: str, fixtures: Path, devices: int, us
         sets.append("train.checkpoint_every_n_steps=2")
     if getattr(cfg.train, "val_every_n_batches", None):
         sets.append("train.val_every_n_batches=4")
+    data_sets, what = MINIATURE_DATA[repro.task](repro, preset, cfg, fixtures, devices, user, sets)
+    return sets + data_sets, what
+
+
+def _translation_data(repro, preset, cfg, fixtures: Path, devices: int, user: list[str], sets: list[str]):
+    """A few hundred WMT14 pairs from a local folder; the preset's validation and test splits. The vocabulary keeps
+    the preset's size: a few hundred pairs hold fewer words than that, so nothing is [UNK] in training and the
+    untrained miniature still writes words (an all-[UNK] output would be empty)."""
     d = cfg.data
-    if repro.task == "translation":
-        # the vocabulary keeps the preset's size: a few hundred pairs hold fewer words than that, so nothing is
-        # [UNK] in training and the untrained miniature still writes words (an all-[UNK] output would be empty)
-        sets += [f"data.train_limit={MINI_PAIRS}", "data.eval_limit=16"]
-        if d.max_tokens:
-            sets.append("data.max_tokens=300")
-        if getattr(d, "batch_sentences", None):
-            sets.append(f"data.batch_sentences={4 * devices}")  # split over the processes, as 80 over GPUs
-        user_source = any(s.startswith("data.source=") for s in user)
-        what = f"{d.dataset} {d.pair}" + (" (data.source)" if user_source else "")
-        if d.dataset == "wmt14" and d.train_split == "train" and not user_source:
-            kind = "parquet" if repro.role == "paper" else "text"
-            sets.append(f"data.source={wmt14_fixture(fixtures, d.pair, kind)}")
-            what = f"wmt14 {d.pair} ({kind})"
-        if cfg.train.tokens_per_step:
-            sets.append(f"train.tokens_per_step={_two_batches_per_process(repro, preset, sets + user, devices)}")
-        return sets, what
-    images = CAPTION_IMAGES
-    sets += [f"data.train_limit={images['train']}", f"data.eval_limit={images['test']}",
-             f"data.batch_size={4 * devices}", "data.min_word_count=1", "train.max_epochs=1000"]
+    mine = [f"data.train_limit={MINI_PAIRS}", "data.eval_limit=16"]
+    if d.max_tokens:
+        mine.append("data.max_tokens=300")
+    if getattr(d, "batch_sentences", None):
+        mine.append(f"data.batch_sentences={4 * devices}")  # split over the processes, as 80 over GPUs
+    user_source = any(s.startswith("data.source=") for s in user)
+    what = f"{d.dataset} {d.pair}" + (" (data.source)" if user_source else "")
+    if d.dataset == "wmt14" and d.train_split == "train" and not user_source:
+        kind = "parquet" if repro.role == "paper" else "text"
+        mine.append(f"data.source={wmt14_fixture(fixtures, d.pair, kind)}")
+        what = f"wmt14 {d.pair} ({kind})"
+    if cfg.train.tokens_per_step:
+        mine.append(f"train.tokens_per_step={_two_batches_per_process(repro, preset, sets + mine + user, devices)}")
+    return mine, what
+
+
+def _caption_data(repro, preset, cfg, fixtures: Path, devices: int, user: list[str], sets: list[str]):
+    """A few Flickr8k images (as a Karpathy split for the Flickr30k and COCO presets) and a random encoder."""
+    d, images = cfg.data, CAPTION_IMAGES
+    mine = [f"data.train_limit={images['train']}", f"data.eval_limit={images['test']}",
+            f"data.batch_size={4 * devices}", "data.min_word_count=1", "train.max_epochs=1000"]
     what = d.dataset
     if d.dataset == "karpathy":
         name = Path(d.karpathy_json or "dataset_karpathy.json").name
-        sets += [f"data.karpathy_json={karpathy_fixture(fixtures, name)}", f"data.images_dir={_flickr8k_images()}"]
+        mine += [f"data.karpathy_json={karpathy_fixture(fixtures, name)}", f"data.images_dir={_flickr8k_images()}"]
         what = f"Flickr8k images as a Karpathy split ({name})"
     if d.encoder in ("vgg19", "resnet101") and not any(s.startswith("data.encoder_weights=") for s in user):
-        sets.append(f"data.encoder_weights={random_encoder_weights(fixtures, d.encoder)}")
+        mine.append(f"data.encoder_weights={random_encoder_weights(fixtures, d.encoder)}")
         what += f", random {d.encoder}"
-    return sets, what
+    return mine, what
+
+
+MINIATURE_DATA = {"translation": _translation_data, "captioning": _caption_data}  # by registry task name
 
 
 def _two_batches_per_process(repro, preset: str, sets: list[str], devices: int) -> int:
@@ -286,11 +298,10 @@ def rehearse_one(item: Rehearsal, out: Path, user: list[str], console: Console) 
 
         repro = registry.get(item.name)
         task = tasks.get(repro.task)
-        real = repro.load_config(item.preset, user)
-        if repro.task == "translation":  # the real run's validation and test files, as its sweep checks them first
-            task.check_data(real)
-        task.check_scoring(real)
+        task.check_scoring(repro.load_config(item.preset, user))
         sets, item.data = miniature_overrides(item.name, item.preset, out / "fixtures", item.devices, user)
+        # every file the miniature reads, as the real run's sweep checks them first (translation: the preset's own
+        # validation and test files)
         task.check_data(repro.load_config(item.preset, sets + user))
         if run_dir.exists():  # a rehearsal's own earlier attempt: cleared under its lock, as a sweep does
             with rundir.RunLock(run_dir):
@@ -343,7 +354,7 @@ def _check_run(item: Rehearsal, run_dir: Path) -> dict:
         scores = splits.get(split)
         if not scores or scores.get(task.headline) is None:
             raise AttnreproError(f"{run_dir}/metrics.json has no {task.headline} for test split {split}")
-        if repro.task == "translation" and cfg.data.dataset == "wmt14" and scores.get("tok_bleu") is None:
+        if getattr(cfg.data, "dataset", "") == "wmt14" and scores.get("tok_bleu") is None:
             raise AttnreproError(f"{run_dir}/metrics.json has no tokenised BLEU (the papers' convention) for {split}")
     found["scored"] = {s: {k: v for k, v in splits[s].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                            and k in {c.key for c in task.columns} | {"tok_bleu", "tok_bleu_no_unk"}}
@@ -391,8 +402,7 @@ def probe_step_time(item: Rehearsal, out: Path, steps: int, user: list[str]) -> 
     full, _ = miniature_overrides(item.name, item.preset, out / "fixtures", item.devices, user)
     sets += [s for s in full if s.split("=")[0] in ("data.source", "data.karpathy_json", "data.images_dir",
                                                       "data.encoder_weights")]
-    if getattr(cfg.train, "val_every_n_batches", None) is not None or repro.task == "translation":
-        sets.append("train.val_every_n_batches=1000000")
+    sets.append("train.val_every_n_batches=1000000")  # no validation inside the probe's steps
     command = _cli("train", item.name, "--preset", item.preset, "--run-dir", str(run_dir), "--devices",
                    str(item.devices), "--no-evaluate", *[a for s in sets + user for a in ("--set", s)])
     done = _launch(command, out / "logs" / f"probe-{item.name}-{item.preset}.log")
