@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -39,8 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     except AttnreproError as err:
         failure = str(err)
         items = None
-    import json
-
     runs = json.loads((args.runs / "rehearsal.json").read_text())["runs"] if items is None else [
         dataclasses.asdict(i) for i in items]
     minutes = round((time.monotonic() - started) / 60, 1)

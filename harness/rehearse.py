@@ -4,7 +4,7 @@ at miniature scale, so that a paper preset never fails for the first time after 
 A rehearsal of one run uses the preset's own config and code path and overrides only sizes and step counts:
 1. the model: the integer sizes (layers, widths) of the reproduction's `tiny` preset; everything else the preset's;
 2. the data: WMT14 training pairs read from a local folder, as Parquet shards in HF wmt/wmt14's schema (paper
-   models) or as a plain-text bitext (baselines), made from the first pairs of newstest2012; validation and test
+   models) or as a plain-text bitext (baselines), made from newstest2012+2013 (MINI_PAIRS of them); validation and test
    splits as the preset names them, from the data root or the download cache. Captions: a few Flickr8k images (a
    Karpathy split file of them for the Flickr30k and COCO presets) and a randomly initialised VGG-19 / ResNet-101
    saved as torchvision's weights file (the user's own file with --set data.encoder_weights=PATH). A user's
@@ -33,7 +33,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from reproductions import registry
+from reproductions import registry, tasks
+from reproductions.common import rundir
 from reproductions.common.errors import AttnreproError
 from reproductions.common.io import atomic_write_json
 
@@ -57,6 +58,7 @@ class Rehearsal:
     devices: int = 1
     status: str = "pending"  # ok, failed, skipped
     error: str = ""
+    overrides: list[str] = field(default_factory=list)  # the miniature's --set list (the user's come after)
     checks: dict = field(default_factory=dict)
     minutes: float | None = None
     probe: dict = field(default_factory=dict)
@@ -284,22 +286,19 @@ def _launch(command: list[str], log: Path, env: dict | None = None) -> subproces
     return done
 
 
-def rehearse_one(item: Rehearsal, out: Path, user: list[str], console: Console) -> None:
+def rehearse_one(item: Rehearsal, out: Path, user: list[str]) -> None:
     """Train the miniature, kill it, resume it, and check what it wrote. Fills `item`; raises nothing."""
-    from reproductions.common import rundir
-
     run_dir = out / "runs" / f"{item.name}-{item.preset}"
     log = out / "logs" / f"{item.name}-{item.preset}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     started = time.monotonic()
     try:
-        from reproductions import tasks
-
         repro = registry.get(item.name)
         task = tasks.get(repro.task)
         task.check_scoring(repro.load_config(item.preset, user))
-        sets, item.data = miniature_overrides(item.name, item.preset, out / "fixtures", item.devices, user)
+        item.overrides, item.data = miniature_overrides(item.name, item.preset, out / "fixtures", item.devices, user)
+        sets = item.overrides
         # every file the miniature reads, as the real run's sweep checks them first (translation: the preset's own
         # validation and test files)
         task.check_data(repro.load_config(item.preset, sets + user))
@@ -325,12 +324,10 @@ def rehearse_one(item: Rehearsal, out: Path, user: list[str], console: Console) 
 
 def _check_run(item: Rehearsal, run_dir: Path) -> dict:
     """What the finished miniature must have written; raises AttnreproError naming the first thing missing."""
-    from reproductions import tasks
-
     repro = registry.get(item.name)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    provenance = json.loads((run_dir / "provenance.json").read_text())
-    cfg = repro.config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
+    facts, metrics = rundir.read_run(run_dir), rundir.read_metrics(run_dir)
+    provenance = facts["provenance"]
+    cfg = repro.config_from_dict(facts["config"], str(run_dir / "config.yaml"))
     training = metrics.get("training", {})
     found: dict = {}
     if training.get("steps") != cfg.train.max_steps:
@@ -399,9 +396,8 @@ def probe_step_time(item: Rehearsal, out: Path, steps: int, user: list[str]) -> 
     run_dir = out / "probe" / f"{item.name}-{item.preset}"
     shutil.rmtree(run_dir, ignore_errors=True)
     sets = [f"train.max_steps={steps}", f"train.resume_every_n_steps={steps + 1}"]
-    full, _ = miniature_overrides(item.name, item.preset, out / "fixtures", item.devices, user)
-    sets += [s for s in full if s.split("=")[0] in ("data.source", "data.karpathy_json", "data.images_dir",
-                                                      "data.encoder_weights")]
+    sets += [s for s in item.overrides if s.split("=")[0] in ("data.source", "data.karpathy_json", "data.images_dir",
+                                                                "data.encoder_weights")]
     sets.append("train.val_every_n_batches=1000000")  # no validation inside the probe's steps
     command = _cli("train", item.name, "--preset", item.preset, "--run-dir", str(run_dir), "--devices",
                    str(item.devices), "--no-evaluate", *[a for s in sets + user for a in ("--set", s)])
@@ -409,12 +405,12 @@ def probe_step_time(item: Rehearsal, out: Path, steps: int, user: list[str]) -> 
     if done.returncode != 0:
         item.probe = {"error": _last_line(done.stderr)}
         return
-    training = json.loads((run_dir / "metrics.json").read_text())["training"]
+    training = rundir.read_metrics(run_dir)["training"]
     per_step = training["train_time_s"] / max(training["steps"], 1)
     budget = cfg.train.max_steps if cfg.train.max_steps > 0 else None
     item.probe = {"steps": training["steps"], "seconds_per_step": round(per_step, 3),
                   "accelerator": training.get("accelerator"), "devices": training.get("devices"),
-                  "vocab_sizes": json.loads((run_dir / "provenance.json").read_text()).get("vocab_sizes"),
+                  "vocab_sizes": rundir.read_run(run_dir)["provenance"].get("vocab_sizes"),
                   "budget_steps": budget,
                   "projected_device_hours": round(per_step * budget * item.devices / 3600, 1) if budget else None}
 
@@ -449,7 +445,7 @@ def rehearse(presets: list[str], only: list[str] | None = None, out: Path | str 
         if reason:
             item.status, item.error = "skipped", reason
         else:
-            rehearse_one(item, out, user, console)
+            rehearse_one(item, out, user)
         console.print(f"[{k}/{len(items)}] {item.name} {item.preset}: {item.status}"
                       + (f" ({item.minutes} min)" if item.minutes is not None else "")
                       + (f": {item.error}" if item.error else ""), highlight=False, soft_wrap=True, markup=False)
