@@ -182,6 +182,9 @@ def run_state(spec: RunSpec) -> str:
     return "new"
 
 
+REQUEUE_WAIT_S = 120.0  # how long a job waits for an earlier attempt's process to let go of the run
+
+
 class TrainJob:
     """What a submitit job runs: train a run, or resume it when it has a checkpoint. Checkpointable: on
     preemption or timeout SLURM requeues the same job, which then resumes."""
@@ -196,6 +199,8 @@ class TrainJob:
         quiet_known_noise()  # a job's process never goes through the CLI's main()
         spec = self.spec
         os.environ.update(spec.env)
+        if rundir.is_rank_zero():  # a requeued attempt may start while the last one's process is still exiting
+            rundir.wait_for_writer(spec.run_dir, REQUEUE_WAIT_S)
         state = run_state(spec)
         if state == "partial":
             resume(spec.run_dir, devices=spec.devices, nodes=spec.nodes, group=self.group)

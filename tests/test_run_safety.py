@@ -234,12 +234,33 @@ def test_a_sweep_job_never_clears_a_run_directory_another_process_writes(tmp_pat
     spec = RunSpec("cho2014", "tiny", 1, "en-de", [], 1, 1, run_dir)
     started = []
     monkeypatch.setattr(harness.train, "train", lambda *args, **kwargs: started.append(kwargs["run_dir"]))
+    monkeypatch.setattr("harness.sweep.REQUEUE_WAIT_S", 0.5)  # how long it waits for the writer to let go
     with rundir.RunLock(run_dir):  # the live writer
         with pytest.raises(rundir.RunDirBusy, match="being written by another process"):
             TrainJob(spec, "group")()
     assert (run_dir / "config.yaml").read_text() == "kept: true\n" and started == []
     TrainJob(spec, "group")()  # the writer has gone: the dead attempt's files go, the run starts afresh
     assert started == [run_dir] and sorted(p.name for p in run_dir.iterdir()) == [rundir.LOCK_FILE]
+
+
+def test_a_requeued_job_waits_for_the_last_attempts_process_to_let_go(tmp_path, monkeypatch):
+    """SLURM can start a requeued job's next attempt while the last attempt's process is still exiting (it
+    holds the run's lock a moment longer): the new attempt waits for it instead of failing as a second writer."""
+    import harness.train
+    from harness.sweep import RunSpec, TrainJob
+
+    run_dir = tmp_path / "run"
+    spec = RunSpec("cho2014", "tiny", 1, "en-de", [], 1, 1, run_dir)
+    started = []  # when the run started
+    monkeypatch.setattr(harness.train, "train", lambda *args, **kwargs: started.append(time.monotonic()))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reproductions.common import rundir\n"
+                               "with rundir.RunLock(sys.argv[1]):\n print('held', flush=True); time.sleep(2)",
+                               str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    held_at = time.monotonic()
+    TrainJob(spec, "group")()  # without the wait: RunDirBusy, as for a live second writer
+    assert holder.wait(timeout=30) == 0 and len(started) == 1
+    assert started[0] - held_at > 1.5  # not before the holder let go, two seconds after it said "held"
 
 
 def test_a_loss_that_turns_nan_after_the_last_read_still_stops_the_run():

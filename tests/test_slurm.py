@@ -84,6 +84,11 @@ def _scontrol(*args: str) -> str:
     return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True).stdout
 
 
+def _quiet(*command: str) -> str:
+    """A SLURM command's output, whatever its exit status (`scontrol show step` of a job with none fails)."""
+    return subprocess.run(command, capture_output=True, text=True).stdout
+
+
 def _job(job_id: str) -> dict:
     """`scontrol show job` as a dict (JobState, Reason, Restarts, TimeLimit...)."""
     fields = {}
@@ -94,8 +99,12 @@ def _job(job_id: str) -> dict:
 
 
 def _release(job_id: str, **updates: str) -> None:
-    """SLURM holds a requeued job back for two minutes (BeginTime); let it start now."""
+    """SLURM holds a requeued job back for two minutes (BeginTime); let it start now, once the node has let go
+    of the last attempt (what the hold leaves time for): no job step of it left, the node idle again."""
     _wait(lambda: _job(job_id)["JobState"] == "PENDING", 180, f"job {job_id} back in the queue")
+    _wait(lambda: _quiet("scontrol", "show", "step", "--oneliner", job_id).find("StepId=") < 0
+          and _quiet("sinfo", "-h", "-p", PARTITION, "-o", "%T").strip() == "idle", 60,
+          f"the node to finish job {job_id}'s last attempt")
     _scontrol("update", f"jobid={job_id}", "StartTime=now", *(f"{k}={v}" for k, v in updates.items()))
 
 

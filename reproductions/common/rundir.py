@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from importlib import metadata
 from pathlib import Path
@@ -246,6 +247,15 @@ def lock_holder(run_dir: Path | str) -> dict | None:
             return {}
     finally:
         os.close(fd)
+
+
+def wait_for_writer(run_dir: Path | str, timeout_s: float, poll_s: float = 0.5) -> dict | None:
+    """Wait up to `timeout_s` for the process that holds the run's lock to end; -> its holder if it still
+    does. A requeued job's new attempt can start before the old attempt's process has finished exiting."""
+    deadline = time.monotonic() + timeout_s
+    while (holder := lock_holder(run_dir)) is not None and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    return holder
 
 
 def busy_message(run_dir: Path, holder: dict) -> str:
