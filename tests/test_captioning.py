@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from reproductions import registry
 from reproductions.common import encoders
 from reproductions.common.caption_module import CaptionModule
-from reproductions.common.captioner import CaptionLossConfig, HardAttention, doubly_stochastic_penalty, reinforce_loss
+from reproductions.common.captioner import CaptionLossConfig
 from reproductions.common.data.captions import load_captions, load_karpathy
 from reproductions.common.data.sources import DataError
 from reproductions.common.data.vocab import BOS_ID, PAD_ID
+from reproductions.xu2015.model import HardAttention, doubly_stochastic_penalty, reinforce_loss
 
 CAPTIONING = [r.name for r in registry.REPRODUCTIONS.values() if r.task == "captioning"]
 VOCAB, L, D = 40, 49, 1280
@@ -131,12 +132,12 @@ def test_hard_attention_samples_only_locations_with_weight():
     model.train()
     allowed = 10  # alpha is uniform over the first 10 locations and exactly 0 elsewhere
 
-    def fake_attention(query, keys, values, mask, projected_keys=None):
-        alpha = torch.zeros(keys.shape[:2])
-        alpha[:, :allowed] = 1.0 / allowed
-        return torch.bmm(alpha.unsqueeze(1), values).squeeze(1), alpha
+    def fake_scores(query, projected_keys):  # e_ti: equal on the first 10 locations, -inf (alpha 0) elsewhere
+        e = torch.zeros(projected_keys.shape[:2])
+        e[:, allowed:] = float("-inf")
+        return e
 
-    model.context.attention.forward = fake_attention
+    model.context.attention.score = fake_scores
     batch = _batch(batch=8, length=6)
     _, extras = model(batch["features"], batch["captions_in"])
     assert extras["location"].shape == (8, 6)

@@ -123,6 +123,44 @@ def build(cfg: RNNTranslationConfig, src_vocab_size, tgt_vocab_size):
 '''
 
 
+# A captioning paper by the same checklist: its own context block in the shared caption decoder.
+TOY_CAPTIONER = '''
+"""Dot-product attention over the image, for the checklist test: only the context block is new."""
+import torch
+from torch import nn
+
+from reproductions.common.attention import masked_softmax, weighted_sum
+from reproductions.common.captioner import CaptionConfig, Captioner
+from reproductions.common.encoders import spec
+
+
+class DotImageAttention(nn.Module):
+    attends = True
+
+    def __init__(self, hidden, feature_dim):
+        super().__init__()
+        self.lstm_input = feature_dim
+        self.W = nn.Linear(hidden, feature_dim, bias=False)
+        self.init_h, self.init_c = nn.Linear(feature_dim, hidden), nn.Linear(feature_dim, hidden)
+
+    def start(self, features, lstm, sample):
+        mean = features.mean(1)
+        return {"h": torch.tanh(self.init_h(mean)), "c": torch.tanh(self.init_c(mean)), "features": features}
+
+    def forward(self, state, h_prev, sample):
+        feats = state["features"]
+        alpha = masked_softmax(torch.bmm(feats, self.W(h_prev).unsqueeze(-1)).squeeze(-1), None)
+        return weighted_sum(alpha, feats), alpha, {}
+
+    def loss(self, extras, step_mask, nll, cfg):
+        return None, {}
+
+
+def build(cfg: CaptionConfig, vocab_size):
+    return Captioner(cfg.model, vocab_size, DotImageAttention(cfg.model.hidden_dim, spec(cfg.data.encoder).dim))
+'''
+
+
 @pytest.mark.slow
 def test_the_checklist_adds_a_paper_from_a_folder(tmp_path, data_root, monkeypatch):
     from harness.train import train
@@ -152,3 +190,34 @@ def test_the_checklist_adds_a_paper_from_a_folder(tmp_path, data_root, monkeypat
             registry.register(entry)
     finally:
         registry.REPRODUCTIONS.pop("toy2099", None)
+
+
+@pytest.mark.slow
+def test_the_checklist_adds_a_captioning_paper_from_a_folder(tmp_path, data_root, monkeypatch):
+    from harness.train import train
+    from reproductions.loading import load_model
+
+    if not (data_root / "flickr8k" / "Images").is_dir():
+        pytest.skip("Flickr8k images not under the data root")
+    folder = tmp_path / "toycap2099"
+    (folder / "configs").mkdir(parents=True)
+    (folder / "model.py").write_text(textwrap.dedent(TOY_CAPTIONER))
+    (folder / "README.md").write_text("# toycap2099\n")
+    (folder / "configs" / "tiny.yaml").write_text((registry.get("xu2015").config_folder / "tiny.yaml").read_text())
+    (folder / "paper_results.yaml").write_text("cells: []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = registry.Reproduction(
+        name="toycap2099", title="Show, Dot and Tell", paper="Toy et al. 2099", arxiv="0000.00000v1",
+        task="captioning", role="paper", baseline="vinyals2015", builder="toycap2099.model:build",
+        config_class="reproductions.common.captioner:CaptionConfig", datasets=("flickr8k",), folder_path=folder)
+    registry.register(entry)
+    try:
+        run = train("toycap2099", "tiny", overrides=["train.max_steps=3"], run_dir=tmp_path / "run",
+                    wandb="disabled")
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["splits"]["test"]["cider_d"] is not None and metrics["training"]["steps"] == 3
+        assert (run / "hyps" / "test.json").is_file()
+        loaded = load_model(run / "checkpoints" / "last.ckpt")
+        assert loaded.reproduction == "toycap2099" and loaded.model.attends
+    finally:
+        registry.REPRODUCTIONS.pop("toycap2099", None)

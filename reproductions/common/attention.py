@@ -22,10 +22,16 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 GPU_ATTENTION_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
-def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax over the last dim with masked positions at exactly 0; computed in fp32 (bf16 under autocast)."""
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax over the last dim with masked positions at exactly 0 (mask None: every position counts);
+    computed in fp32 (bf16 under autocast)."""
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
-    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return torch.softmax(scores if mask is None else scores.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+def weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """sum_j weights_j values_j: weights (B, S), values (B, S, Dv) -> (B, Dv)."""
+    return torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1)
 
 
 def _check(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> None:
@@ -48,14 +54,16 @@ class AdditiveAttention(nn.Module):
         """U_a h_j does not depend on the decoder step: compute it once per sentence. (B, S, hidden)"""
         return self.U_a(keys)
 
+    def score(self, query: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
+        """e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j): query (B, Dq), projected_keys (B, S, hidden) -> (B, S)."""
+        return self.v_a(torch.tanh(self.W_a(query).unsqueeze(1) + projected_keys)).squeeze(-1)
+
     def forward(self, query, keys, values, mask, projected_keys: torch.Tensor | None = None):
         _check(query, keys, values, mask)
         if projected_keys is None:
             projected_keys = self.project_keys(keys)
-        scores = self.v_a(torch.tanh(self.W_a(query).unsqueeze(1) + projected_keys)).squeeze(-1)  # (B, S)
-        weights = masked_softmax(scores, mask)  # (B, S)
-        context = torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1)  # (B, Dv)
-        return context, weights
+        weights = masked_softmax(self.score(query, projected_keys), mask)  # (B, S)
+        return weighted_sum(weights, values), weights
 
 
 class DotAttention(nn.Module):
@@ -73,7 +81,7 @@ class DotAttention(nn.Module):
         _check(query, keys, values, mask)
         scores = torch.bmm(keys, self.W(query).unsqueeze(-1)).squeeze(-1) * self.scale  # (B, S)
         weights = masked_softmax(scores, mask)
-        return torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1), weights
+        return weighted_sum(weights, values), weights
 
 
 def scaled_dot_product(q, k, v, mask=None, dropout: nn.Module | None = None):

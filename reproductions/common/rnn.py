@@ -1,10 +1,13 @@
 """The RNN encoder-decoder shared by RNNsearch (bahdanau2014) and RNNencdec (cho2014).
 
-Following Bahdanau et al. 2014 (arXiv:1409.0473v7), App. A, the two models share the embeddings, the
-GRU decoder s_i = f(s_{i-1}, y_{i-1}, c_i), the deep maxout output and the vocabulary; they differ
-only in the *context* block that supplies c_i and the initial state s_0:
-- `AttentionContext` (RNNsearch): c_i = sum_j alpha_ij h_j over bidirectional annotations;
-- `FixedContext` (RNNencdec): one vector c summarising the source, the same at every step.
+Following Bahdanau et al. 2014 (arXiv:1409.0473v7), App. A, the two models share the embeddings, the GRU
+encoder, the GRU decoder s_i = f(s_{i-1}, y_{i-1}, c_i), the deep maxout output and the vocabulary; they
+differ only in the *context* block that supplies c_i and the initial state s_0, which each paper's folder
+defines and `assemble` plugs in:
+- `reproductions.bahdanau2014.model.AttentionContext`: c_i = sum_j alpha_ij h_j over bidirectional annotations;
+- `reproductions.cho2014.model.FixedContext`: one vector c summarising the source, the same at every step.
+A context block has `dim` (the size of c_i), `start(Encoded) -> (s_0, memory)` and
+`forward(s_{i-1}, memory) -> (c_i, alpha_i or None)`; memory entries named `src_*` are per sentence.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .attention import AdditiveAttention
 from .beam import log_softmax_fp32
 from .data.vocab import PAD_ID
 from .dropout import Dropout
@@ -75,47 +77,6 @@ class GRUEncoder(nn.Module):
             last_forward=h_n[0],
             first_backward=h_n[1] if self.bidirectional else None,  # the backward pass ends at token 1
         )
-
-
-class AttentionContext(nn.Module):
-    """RNNsearch: c_i from the alignment model (§3.1); s_0 = tanh(W_s <-h_1) (App. A.2.2)."""
-
-    def __init__(self, annotation_dim: int, hidden: int, align_dim: int):
-        super().__init__()
-        self.attention = AdditiveAttention(query_dim=hidden, key_dim=annotation_dim, hidden=align_dim)
-        self.W_s = nn.Linear(annotation_dim // 2, hidden)
-        self.dim = annotation_dim
-
-    def start(self, enc: Encoded) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        s0 = torch.tanh(self.W_s(enc.first_backward))  # (B, n)
-        memory = {  # `src_*`: the same for every beam of a sentence (see reproductions.common.beam)
-            "src_annotations": enc.annotations,
-            "src_keys": self.attention.project_keys(enc.annotations),  # U_a h_j, once per sentence
-            "src_mask": enc.mask,
-        }
-        return s0, memory
-
-    def forward(self, s_prev: torch.Tensor, memory: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a = memory["src_annotations"]
-        return self.attention(s_prev, a, a, memory["src_mask"], projected_keys=memory["src_keys"])
-
-
-class FixedContext(nn.Module):
-    """RNNencdec (Cho et al. 2014, arXiv:1406.1078, §2.2 and App. A.1): c = tanh(V h_T) summarises the
-    whole source, the decoder starts from s_0 = tanh(V' c) and sees the same c at every step."""
-
-    def __init__(self, encoder_dim: int, hidden: int):
-        super().__init__()
-        self.V = nn.Linear(encoder_dim, hidden)
-        self.V_prime = nn.Linear(hidden, hidden)
-        self.dim = hidden
-
-    def start(self, enc: Encoded) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        c = torch.tanh(self.V(enc.last_forward))  # (B, n)
-        return torch.tanh(self.V_prime(c)), {"src_c": c, "src_mask": enc.mask}
-
-    def forward(self, s_prev: torch.Tensor, memory: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return memory["src_c"], None
 
 
 class MaxoutGRUDecoder(nn.Module):
