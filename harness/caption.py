@@ -6,18 +6,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from reproductions.common.errors import AttnreproError
-
 
 def caption(checkpoint: Path | str, images: list[Path], beam: int | None = None,
             plot_attention: Path | None = None, out=sys.stdout) -> list[str]:
     from reproductions.loading import load_model
     from reproductions.tasks.captioning import caption_images
 
-    from .evaluate import locate
+    from .evaluate import check_command, locate
 
     _, ckpt = locate(checkpoint)
     loaded = load_model(ckpt)
-    if loaded.task != "captioning":
-        raise AttnreproError(f"{ckpt} is a {loaded.task} model ({loaded.reproduction}); use `attnrepro translate`")
+    check_command(loaded, ckpt, "caption")
     return caption_images(loaded, images, beam, plot_attention, out)

@@ -458,6 +458,14 @@ def _leaderboard_parser(sub) -> None:
                                         ("attnrepro leaderboard user add alice", "a user and their first token"),
                                         ("attnrepro leaderboard serve --port 8000", "run the server")))
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _serve_parser(actions)
+    _board_admin_parsers(actions)
+    for noun in ("user", "token"):
+        _account_parser(actions, noun)
+    p.set_defaults(func=_cmd_leaderboard)
+
+
+def _serve_parser(actions) -> None:
     a = actions.add_parser("serve", help="run the server (FastAPI under uvicorn)", epilog=_examples(
         ("attnrepro leaderboard serve", "this machine only, port 8000, SQLite"),
         ("attnrepro leaderboard serve --host 0.0.0.0 --db postgresql://HOST/DB --workers 4", "open to others")))
@@ -476,6 +484,10 @@ def _leaderboard_parser(sub) -> None:
                    help="seconds the metric code may take on one submission (default: 300)")
     a.add_argument("--score-memory-mb", type=int, default=3072,
                    help="memory the metric code (with Java) may use on one submission (default: 3072 MB)")
+
+
+def _board_admin_parsers(actions) -> None:
+    """migrate, boards, export."""
     a = actions.add_parser("migrate", help="upgrade the database's schema in place to this release's (Alembic)",
                            epilog=_examples(("attnrepro leaderboard migrate", "the default SQLite database"),
                                             ("attnrepro leaderboard migrate --db postgresql://HOST/attnrepro",
@@ -493,31 +505,33 @@ def _leaderboard_parser(sub) -> None:
     a.add_argument("--out", type=Path, default=Path("leaderboards/published"),
                    help="output folder (default: leaderboards/published)")
     a.add_argument("--server", help="server URL (as for submit)")
-    for noun in ("user", "token"):
-        add = (("attnrepro leaderboard user add alice --daily-limit 100", "a user, with their first token")
-               if noun == "user" else ("attnrepro leaderboard token add alice --label laptop", "another token"))
-        listing = (("attnrepro leaderboard user list", "every user") if noun == "user" else
-                   ("attnrepro leaderboard token list alice", "alice's tokens"))
-        a = actions.add_parser(noun, help=f"admin: {noun}s (works on the database directly)",
-                               epilog=_examples(add, listing))
-        what = a.add_subparsers(dest="what", required=True, metavar="WHAT")
-        w = what.add_parser("add", help=f"add a {noun} (prints the new token once)", epilog=_examples(add))
-        w.add_argument("name", help="user name")
+
+
+def _account_parser(actions, noun: str) -> None:
+    """user or token: add, list (and revoke a token)."""
+    add = (("attnrepro leaderboard user add alice --daily-limit 100", "a user, with their first token")
+           if noun == "user" else ("attnrepro leaderboard token add alice --label laptop", "another token"))
+    listing = (("attnrepro leaderboard user list", "every user") if noun == "user" else
+               ("attnrepro leaderboard token list alice", "alice's tokens"))
+    a = actions.add_parser(noun, help=f"admin: {noun}s (works on the database directly)",
+                           epilog=_examples(add, listing))
+    what = a.add_subparsers(dest="what", required=True, metavar="WHAT")
+    w = what.add_parser("add", help=f"add a {noun} (prints the new token once)", epilog=_examples(add))
+    w.add_argument("name", help="user name")
+    w.add_argument("--db", help=DB_HELP)
+    if noun == "user":
+        w.add_argument("--admin", action="store_true", help="make the user an administrator")
+        w.add_argument("--daily-limit", type=int, help="this user's submissions per 24 hours")
+    else:
+        w.add_argument("--label", help="what the token is for")
+    w = what.add_parser("list", help=f"list {noun}s", epilog=_examples(listing))
+    w.add_argument("name", nargs="?", help="only this user's tokens" if noun == "token" else argparse.SUPPRESS)
+    w.add_argument("--db", help=DB_HELP)
+    if noun == "token":
+        w = what.add_parser("revoke", help="revoke a token by its id (see token list)",
+                            epilog=_examples(("attnrepro leaderboard token revoke 3", "the token with id 3")))
+        w.add_argument("id", type=int, help="the token's id")
         w.add_argument("--db", help=DB_HELP)
-        if noun == "user":
-            w.add_argument("--admin", action="store_true", help="make the user an administrator")
-            w.add_argument("--daily-limit", type=int, help="this user's submissions per 24 hours")
-        else:
-            w.add_argument("--label", help="what the token is for")
-        w = what.add_parser("list", help=f"list {noun}s", epilog=_examples(listing))
-        w.add_argument("name", nargs="?", help="only this user's tokens" if noun == "token" else argparse.SUPPRESS)
-        w.add_argument("--db", help=DB_HELP)
-        if noun == "token":
-            w = what.add_parser("revoke", help="revoke a token by its id (see token list)",
-                                epilog=_examples(("attnrepro leaderboard token revoke 3", "the token with id 3")))
-            w.add_argument("id", type=int, help="the token's id")
-            w.add_argument("--db", help=DB_HELP)
-    p.set_defaults(func=_cmd_leaderboard)
 
 
 def _preset_help() -> str:
@@ -601,6 +615,12 @@ def _model_parsers(sub) -> None:
     p.set_defaults(func=_cmd_caption)
 
 
+def _detach_option(p) -> None:
+    p.add_argument("--detach", action="store_true",
+                   help="on Ctrl-C or SIGTERM leave the local runs training instead of stopping them (a re-run of "
+                        "the plan watches them; SLURM jobs are always left to the cluster)")
+
+
 def _sweep_parsers(sub, preset_help: str) -> None:
     """The commands of many runs: sweep, report, reproduce."""
     p = sub.add_parser("sweep", help="run a plan of many runs (papers x baselines x seeds x data) with submitit",
@@ -614,15 +634,17 @@ def _sweep_parsers(sub, preset_help: str) -> None:
     p.add_argument("--slots", type=_positive, help="runs at once on a machine without GPUs (default: 1)")
     p.add_argument("--runs-per-gpu", type=_positive, default=1, metavar="N",
                    help="local executor: pack up to N small runs onto each GPU at once (default: 1)")
-    p.add_argument("--detach", action="store_true",
-                   help="on Ctrl-C or SIGTERM leave the local runs training instead of stopping them (a re-run of "
-                        "the plan watches them; SLURM jobs are always left to the cluster)")
+    _detach_option(p)
     p.add_argument("--slurm-settings", type=Path, metavar="FILE",
                    help="partition, account, time... (default: $ATTNREPRO_SLURM_SETTINGS, else "
                         "~/.config/attnrepro/slurm.yaml)")
     p.add_argument("--dry-run", action="store_true", help="show the runs (and the sbatch script) without starting any")
     p.set_defaults(func=_cmd_sweep)
+    _report_parser(sub)
+    _reproduce_parser(sub, preset_help)
 
+
+def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="papers vs baselines: CIs over seeds, paired tests, verdicts, figures",
                        epilog=_examples(
                            ("attnrepro report runs/sweeps/seeds --out reports/seeds", "a sweep's runs"),
@@ -633,6 +655,8 @@ def _sweep_parsers(sub, preset_help: str) -> None:
     p.add_argument("--no-tests", action="store_true", help="skip the paired bootstrap tests (faster)")
     p.set_defaults(func=_cmd_report)
 
+
+def _reproduce_parser(sub, preset_help: str) -> None:
     p = sub.add_parser("reproduce", help="train every paper and its fixed-vector baseline and compare them",
                        epilog=_examples(
                            ("attnrepro reproduce --dry-run", "which paper model meets which baseline"),
@@ -662,9 +686,7 @@ def _sweep_parsers(sub, preset_help: str) -> None:
                         "the papers' Transformer rows: 8)")
     p.add_argument("--nodes", type=_positive, default=1, metavar="M",
                    help="nodes per run, each with --devices GPUs: multi-node DDP, --executor slurm only (default: 1)")
-    p.add_argument("--detach", action="store_true",
-                   help="on Ctrl-C or SIGTERM leave the local runs training instead of stopping them (a re-run of "
-                        "the plan watches them; SLURM jobs are always left to the cluster)")
+    _detach_option(p)
     p.add_argument("--no-report", action="store_true", help="skip the Markdown/HTML report")
     p.add_argument("--dry-run", action="store_true",
                    help="print each paper model and the baseline preset it is paired with (same data), and the runs' "

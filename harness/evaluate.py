@@ -14,6 +14,15 @@ from reproductions.common.checkpoint import CheckpointError
 from .tables import Col, print_table
 
 
+def check_command(loaded, ckpt: Path, command: str) -> None:
+    """A model decodes through its own task's command (`translate` or `caption`); else one line naming it."""
+    from reproductions.common.errors import AttnreproError
+
+    own = tasks.get(loaded.task).command
+    if own != command:
+        raise AttnreproError(f"{ckpt} is a {loaded.task} model ({loaded.reproduction}); use `attnrepro {own}`")
+
+
 def locate(target: Path | str) -> tuple[Path | None, Path]:
     """RUN_DIR or checkpoint file -> (run dir or None, checkpoint). A run dir's checkpoint is the one its training
     scored (metrics.json `training.scored_checkpoint`: averaged.ckpt with `train.average_last`), else best.ckpt,

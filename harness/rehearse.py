@@ -44,6 +44,7 @@ KILL_AT = 7  # the rehearsal's SIGKILL comes after this optimiser step ...
 RESUME_EVERY = 3  # ... and the run resumes from the checkpoint of step 6
 MINI_STEPS = 12  # steps of a miniature run (more where it averages more checkpoints: 2 steps per checkpoint)
 MINI_PAIRS = 300  # WMT14 training pairs of a miniature run
+HF_COLUMN = "translation"  # the column of HF's WMT14 Parquet files (a {lang: sentence} struct per row)
 CAPTION_IMAGES = {"train": 16, "val": 4, "test": 4}  # Flickr8k images of a miniature captioning run
 VERDICTS = ("reproduced", "within tolerance", "not reproduced")  # a verdict against a paper cell (report.verdict)
 
@@ -131,7 +132,7 @@ def wmt14_fixture(root: Path, pair: str, kind: str) -> Path:
             rows = [{lang: text[lang][i] for lang in langs} for i in range(start, stop)]
             column = pa.array(rows, type=pa.struct([(lang, pa.string()) for lang in langs]))
             shard = tmp / hub_config(pair) / f"train-{k:05d}-of-00002.parquet"
-            pq.write_table(pa.table({"translation": column}), shard)
+            pq.write_table(pa.table({HF_COLUMN: column}), shard)
 
     return _write_once(root / f"wmt14-{kind}-{hub_config(pair)}", write)
 

@@ -32,12 +32,6 @@ from reproductions.common.io import atomic_write_json, atomic_write_text
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
         2.045, 2.042]
-# Beside each task's own columns (reproductions.tasks), the metrics of the papers' conventions.
-PAPER_COLUMNS = {
-    "translation": [("tok_bleu", "tok BLEU (papers')"), ("tok_bleu_no_unk", "tok BLEU, No UNK"),
-                    ("lc_tok_bleu", "lc tok BLEU (Multi30k)")],
-    "captioning": [(f"bleu{n}_nobp", f"BLEU-{n} no BP (papers')") for n in range(1, 5)],
-}
 # the paper numbers of another convention shown on a row of ours (never compared), so both numbers stand side
 # by side; the No-UNK column has its own row
 COUNTERPARTS = {k: tuple(m for m in v if m != "tok_bleu_no_unk") for k, v in paper_results.COUNTERPARTS.items()}
@@ -45,7 +39,7 @@ COUNTERPARTS = {k: tuple(m for m in v if m != "tok_bleu_no_unk") for k, v in pap
 
 def shown(task: str) -> list[tuple[str, str]]:
     """(metric key, label) of the report's rows: the task's columns, then the papers' conventions."""
-    return [(c.key, c.label) for c in tasks.get(task).columns] + PAPER_COLUMNS.get(task, [])
+    return [(c.key, c.label) for c in tasks.get(task).columns + tasks.get(task).paper_columns]
 
 
 def headline(task: str) -> str:
@@ -208,60 +202,8 @@ def build_report(targets: list[Path], out: Path, with_tests: bool = True) -> dic
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         groups.setdefault((run.name, run.preset, run.dataset, run.pair or "", run.setting), []).append(run)
-    sections = []
-    for paper in registry.papers():
-        for (name, preset, dataset, pair, setting), paper_runs in sorted(groups.items()):
-            if name != paper.name:
-                continue
-            base_preset = preset
-            if (paper.baseline, preset, dataset, pair, setting) not in groups and preset.startswith("paper"):
-                # at paper scale the baseline may train under another paper preset of the same data (as
-                # `reproduce` pairs them: cho2014's En-De preset for the En-De Transformer)
-                base_preset = next((k[1] for k in sorted(groups) if k[0] == paper.baseline and k[1].startswith(
-                    "paper") and k[2:] == (dataset, pair, setting)), preset)
-            base_runs = groups.get((paper.baseline, base_preset, dataset, pair, setting), [])
-            task = paper.task
-            rows = []
-            for split in sorted({s for r in paper_runs for s in r.splits}):
-                for metric, label in shown(task):
-                    # a score recorded as None (e.g. No-UNK BLEU where no sentence is free of [UNK]) is not a score
-                    ours = [r.splits[split][metric] for r in paper_runs
-                            if r.splits.get(split, {}).get(metric) is not None]
-                    base = [r.splits[split][metric] for r in base_runs
-                            if r.splits.get(split, {}).get(metric) is not None]
-                    if not ours:
-                        continue
-                    row = {"split": split, "metric": label, "ours": summary(ours),
-                           "baseline": summary(base) if base else None}
-                    row["key"] = metric
-                    if base:
-                        row["delta"] = round(row["ours"]["mean"] - row["baseline"]["mean"], 2)
-                        baseline_cell = judge(cells, paper.baseline, base_preset, dataset, pair or None, split,
-                                              metric, row["baseline"]["mean"])
-                        if "paper" in baseline_cell:  # e.g. Table 1's RNNencdec rows beside cho2014's runs
-                            row["baseline_paper"] = {**baseline_cell["paper"], "verdict": baseline_cell["verdict"]}
-                    row.update(judge(cells, name, preset, dataset, pair or None, split, metric, row["ours"]["mean"]))
-                    if with_tests and base and metric == headline(task):
-                        seeds = sorted({r.seed for r in paper_runs} & {r.seed for r in base_runs})
-                        tests = [paired_test(task, split, next(r for r in paper_runs if r.seed == s),
-                                             next(r for r in base_runs if r.seed == s)) for s in seeds]
-                        tests = [t for t in tests if t]
-                        if tests:
-                            row["significance"] = {"test": tests[0]["test"], "seeds": len(tests),
-                                                   "max_p_value": max(t["p_value"] for t in tests)}
-                    rows.append(row)
-            seeds = [r.seed for r in paper_runs]
-            note = ("the same seed appears more than once: runs of different configs may be mixed"
-                    if len(set(seeds)) < len(seeds) else None)
-            conventions = sorted({paper_results.CONVENTIONS[r["key"]] for r in rows}
-                                 | {r["paper"]["convention"] for r in rows if "paper" in r})
-            sections.append({"note": note, "paper": name, "title": paper.title,
-                             "citation": f"{paper.paper} (arXiv:{paper.arxiv})",
-                             "conventions": {c: paper_results.WHY[c] for c in conventions},
-                             "dataset": dataset, "pair": pair or None,
-                             "baseline": paper.baseline, "baseline_preset": base_preset, "preset": preset,
-                             "setting": setting, "task": task,
-                             "seeds": sorted(r.seed for r in paper_runs), "rows": rows})
+    sections = [_section(paper, key, paper_runs, groups, cells, with_tests)
+                for paper in registry.papers() for key, paper_runs in sorted(groups.items()) if key[0] == paper.name]
     figures = write_figures(runs, out)
     report = {"sections": sections, "figures": {k: [str(p.relative_to(out)) for p in v] for k, v in figures.items()},
               "runs": [{"run_dir": str(r.path), "reproduction": r.name, "preset": r.preset, "seed": r.seed,
@@ -271,6 +213,74 @@ def build_report(targets: list[Path], out: Path, with_tests: bool = True) -> dic
     atomic_write_text(out / "report.md", to_markdown(report))
     atomic_write_text(out / "report.html", to_html(report))
     return report
+
+
+def _baseline_preset(groups: dict, baseline: str, preset: str, dataset: str, pair: str, setting) -> str:
+    """The preset of the baseline runs beside a paper model's, paired as `reproduce` pairs them
+    (`registry.baseline_preset_candidates`): the first candidate with runs on the same data."""
+    candidates = registry.baseline_preset_candidates(preset, [k[1] for k in groups if k[0] == baseline])
+    return next((p for p in candidates if (baseline, p, dataset, pair, setting) in groups), preset)
+
+
+def _section(paper, key: tuple, paper_runs: list[Run], groups: dict, cells, with_tests: bool) -> dict:
+    """One paper model's runs of one preset and data setting beside its baseline's, metric by metric."""
+    name, preset, dataset, pair, setting = key
+    base_preset = _baseline_preset(groups, paper.baseline, preset, dataset, pair, setting)
+    base_runs = groups.get((paper.baseline, base_preset, dataset, pair, setting), [])
+    where = (dataset, pair or None)
+    rows = [row for split in sorted({s for r in paper_runs for s in r.splits}) for metric, label in shown(paper.task)
+            if (row := _row(paper, (preset, base_preset), where, split, (metric, label), paper_runs, base_runs,
+                            cells, with_tests)) is not None]
+    seeds = [r.seed for r in paper_runs]
+    note = ("the same seed appears more than once: runs of different configs may be mixed"
+            if len(set(seeds)) < len(seeds) else None)
+    conventions = sorted({paper_results.CONVENTIONS[r["key"]] for r in rows}
+                         | {r["paper"]["convention"] for r in rows if "paper" in r})
+    return {"note": note, "paper": name, "title": paper.title, "citation": f"{paper.paper} (arXiv:{paper.arxiv})",
+            "conventions": {c: paper_results.WHY[c] for c in conventions}, "dataset": dataset,
+            "pair": pair or None, "baseline": paper.baseline, "baseline_preset": base_preset, "preset": preset,
+            "setting": setting, "task": paper.task, "seeds": sorted(seeds), "rows": rows}
+
+
+def _scores(runs: list[Run], split: str, metric: str) -> list[float]:
+    """The runs' scores of `metric` on `split`; a score recorded as None (e.g. No-UNK BLEU where no sentence is
+    free of [UNK]) is not a score."""
+    return [r.splits[split][metric] for r in runs if r.splits.get(split, {}).get(metric) is not None]
+
+
+def _row(paper, presets: tuple[str, str], where: tuple, split: str, shown_metric: tuple[str, str],
+         paper_runs: list[Run], base_runs: list[Run], cells, with_tests: bool) -> dict | None:
+    """One row of a section: ours, the baseline's, their difference, the paper's cells and verdicts, and the
+    paired test on the headline metric; None where our runs have no such score."""
+    (preset, base_preset), (dataset, pair), (metric, label) = presets, where, shown_metric
+    ours, base = _scores(paper_runs, split, metric), _scores(base_runs, split, metric)
+    if not ours:
+        return None
+    row = {"split": split, "metric": label, "ours": summary(ours), "baseline": summary(base) if base else None,
+           "key": metric}
+    if base:
+        row["delta"] = round(row["ours"]["mean"] - row["baseline"]["mean"], 2)
+        baseline_cell = judge(cells, paper.baseline, base_preset, dataset, pair, split, metric,
+                              row["baseline"]["mean"])
+        if "paper" in baseline_cell:  # e.g. Table 1's RNNencdec rows beside cho2014's runs
+            row["baseline_paper"] = {**baseline_cell["paper"], "verdict": baseline_cell["verdict"]}
+    row.update(judge(cells, paper.name, preset, dataset, pair, split, metric, row["ours"]["mean"]))
+    if with_tests and base and metric == headline(paper.task):
+        significance = _significance(paper.task, split, paper_runs, base_runs)
+        if significance:
+            row["significance"] = significance
+    return row
+
+
+def _significance(task: str, split: str, paper_runs: list[Run], base_runs: list[Run]) -> dict | None:
+    """The paired test of each seed both models ran, summarised by its largest p-value."""
+    seeds = sorted({r.seed for r in paper_runs} & {r.seed for r in base_runs})
+    tests = [paired_test(task, split, next(r for r in paper_runs if r.seed == s),
+                         next(r for r in base_runs if r.seed == s)) for s in seeds]
+    tests = [t for t in tests if t]
+    if not tests:
+        return None
+    return {"test": tests[0]["test"], "seeds": len(tests), "max_p_value": max(t["p_value"] for t in tests)}
 
 
 def write_figures(runs: list[Run], out: Path) -> dict[str, list[Path]]:

@@ -64,11 +64,7 @@ def plan_pairs(preset: str, only: list[str] | None = None, overrides: list[str] 
             continue
         data = preset_data(paper, preset, overrides)
         where = " ".join(x for x in data if x)
-        presets = registry.get(baseline).presets()
-        # the same preset first, then (at paper scale) the baseline's other paper presets
-        candidates = [preset] if preset in presets else []
-        if preset.startswith("paper"):
-            candidates += [p for p in presets if p.startswith("paper") and p != preset]
+        candidates = registry.baseline_preset_candidates(preset, registry.get(baseline).presets())
         match = next((p for p in candidates if preset_data(baseline, p, overrides) == data), None)
         if match is None:
             tried = ", ".join(candidates) or "none"

@@ -198,8 +198,9 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
 def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, devices, nodes: int,
           group: str | None, resume_from: Path | None) -> Built:
     """Data, model, callbacks, loggers and Trainer of a run; a new run's directory gets its config and provenance."""
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
+
+    from reproductions.common.data.datamodule import apply_step_budget
 
     pl.seed_everything(seed, workers=True, verbose=False)
     task = tasks.get(repro.task)
@@ -211,17 +212,30 @@ def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, 
                          extra={"reproduction": repro.name, "preset": preset, "parameters": params,
                                 **task.provenance(data, cfg)})
     module.run_id = rundir.run_id(run_dir) if rundir.is_rank_zero() else None
-    t = cfg.train
-    monitor, mode = getattr(module, "monitor", ("val/loss", "min"))  # captioning: val/bleu4 (Xu et al. §5.2)
+    if getattr(cfg.train, "compile", False):  # a Transformer option
+        module.model.compile()  # in place: the state_dict keys (checkpoints) stay those of the plain model
+    callbacks, checkpoints, clock = _callbacks(run_dir, cfg.train, module.monitor, f"{repro.name} {preset} s{seed}")
+    loggers = [CSVLogger(str(run_dir), name="", version="logs")]
+    wandb_logger = _wandb_logger(run_dir, wandb_mode(wandb), repro, preset, cfg, group)
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
+    trainer = _trainer(cfg, run_dir, callbacks, loggers, devices, nodes)
+    apply_step_budget(trainer, data, cfg.train)  # train.tokens_per_step -> accumulation for this number of processes
+    return Built(repro, cfg, preset, seed, run_dir, data, module, trainer, checkpoints, clock, wandb_logger, wandb)
+
+
+def _callbacks(run_dir: Path, t, monitor: tuple[str, str], label: str) -> tuple[list, object, TrainClock]:
+    """The run's callbacks; -> (all of them, the best/last ModelCheckpoint, the TrainClock)."""
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    name, mode = monitor  # captioning: val/bleu4 (Xu et al. §5.2)
     checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+        dirpath=run_dir / "checkpoints", filename="best", monitor=name, mode=mode,
         save_top_k=1, save_last=True, auto_insert_metric_name=False,
     )
     clock = TrainClock()
     callbacks = [checkpoints, clock, LearningRateMonitor(logging_interval="step"), _resume_checkpoints(run_dir, t),
-                 BudgetProgress(run_dir, f"{repro.name} {preset} s{seed}"), FiniteGuard(t.log_every_n_steps)]
-    if getattr(t, "compile", False):
-        module.model.compile()  # in place: the state_dict keys (checkpoints) stay those of the plain model
+                 BudgetProgress(run_dir, label), FiniteGuard(t.log_every_n_steps)]
     if t.average_last > 0:  # keep the last N periodic checkpoints for averaging (Vaswani et al. §6.1)
         callbacks.append(ModelCheckpoint(  # weights only: an average needs no optimiser state (Adam's doubles them)
             dirpath=run_dir / "checkpoints" / "periodic", filename="step{step}", monitor="step", mode="max",
@@ -231,11 +245,13 @@ def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, 
     fault = FaultInjection.from_env()
     if fault is not None:
         callbacks.append(fault)
-    loggers = [CSVLogger(str(run_dir), name="", version="logs")]
-    wandb_logger = _wandb_logger(run_dir, wandb_mode(wandb), repro, preset, cfg, group)
-    if wandb_logger is not None:
-        loggers.append(wandb_logger)
-    trainer = pl.Trainer(
+    return callbacks, checkpoints, clock
+
+
+def _trainer(cfg, run_dir: Path, callbacks: list, loggers: list, devices, nodes: int) -> pl.Trainer:
+    t = cfg.train
+    val_every_n_batches = getattr(t, "val_every_n_batches", None)  # validation by steps instead of epochs
+    return pl.Trainer(
         default_root_dir=str(run_dir),
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
@@ -244,8 +260,8 @@ def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, 
         accumulate_grad_batches=t.accumulate_grad_batches,
         precision=resolve_precision(t.precision),
         log_every_n_steps=t.log_every_n_steps,
-        check_val_every_n_epoch=None if getattr(t, "val_every_n_batches", None) else t.val_every_n_epochs,
-        val_check_interval=getattr(t, "val_every_n_batches", None),
+        check_val_every_n_epoch=None if val_every_n_batches else t.val_every_n_epochs,
+        val_check_interval=val_every_n_batches,
         callbacks=callbacks,
         logger=loggers,
         devices=devices,
@@ -257,10 +273,6 @@ def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, 
         enable_progress_bar=False,  # BudgetProgress shows the steps of the budget instead of those of an epoch
         plugins=[AtomicCheckpointIO()],
     )
-    from reproductions.common.data.datamodule import apply_step_budget
-
-    apply_step_budget(trainer, data, t)  # train.tokens_per_step -> accumulation for this number of processes
-    return Built(repro, cfg, preset, seed, run_dir, data, module, trainer, checkpoints, clock, wandb_logger, wandb)
 
 
 def record(built: Built) -> Path:

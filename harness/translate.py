@@ -18,12 +18,11 @@ def translate(checkpoint: Path | str, lines: list[str], beam: int | None = None,
     from reproductions.common.decoding import translate_texts
     from reproductions.loading import load_model
 
-    from .evaluate import locate
+    from .evaluate import check_command, locate
 
     _, ckpt = locate(checkpoint)
     loaded = load_model(ckpt)
-    if loaded.task != "translation":
-        raise AttnreproError(f"{ckpt} is a {loaded.task} model ({loaded.reproduction}); use `attnrepro caption`")
+    check_command(loaded, ckpt, "translate")
     _set_attention_view(loaded, layer, head, view)
     decode = dataclasses.replace(loaded.cfg.decode, beam=beam) if beam else loaded.cfg.decode
     texts = [line.strip() for line in lines if line.strip()]

@@ -32,7 +32,6 @@ from reproductions.common.submissions import (
 from .scoring import ScoringFailed, ScoringWorker
 
 BOARDS_DIR = Path(__file__).parent / "boards"
-METRICS = {"sacrebleu": "translation", "pycocoevalcap": "captioning"}
 
 __all__ = ["BOARDS_DIR", "Board", "BoardError", "ScoringFailed", "SubmissionError", "load_boards", "parse_board"]
 
@@ -105,6 +104,7 @@ class Board(BoardSpec):
             "name": self.name, "title": self.title, "note": self.note, "task": self.task, "dataset": self.dataset,
             "pair": self.pair, "split": self.split, "hidden_references": self.hidden_references,
             "status": self.status, "reason": self.reason, "segments": self.segments,
+            "segment": tasks.get(self.task).segment,
             "references": [{"path": r.path, "sha256": r.sha256} for r in self.references + self.images],
             "metric": dataclasses.asdict(self.metric), "limits": dataclasses.asdict(self.limits),
             "paper_rows": self.paper_rows,
@@ -175,13 +175,14 @@ def parse_board(path: Path) -> Board:
     metric = spec.metric
     if spec.task not in tasks.TASKS:
         raise BoardError(f"{path}: task '{spec.task}' is not one of {', '.join(tasks.TASKS)}")
-    if METRICS.get(metric.name) != spec.task:
+    metrics = {t.board_metric: t.name for t in tasks.TASKS.values()}
+    if metrics.get(metric.name) != spec.task:
         raise BoardError(f"{path}: metric.name '{metric.name}' does not score {spec.task} "
-                         f"({', '.join(f'{m}: {t}' for m, t in METRICS.items())})")
+                         f"({', '.join(f'{m}: {t}' for m, t in metrics.items())})")
     if metric.primary not in metric.columns:
         raise BoardError(f"{path}: metric.primary '{metric.primary}' is not one of metric.columns")
-    if spec.task == "captioning" and not spec.images:
-        raise BoardError(f"{path}: a captioning board needs 'images' (the list of image ids to caption)")
+    if tasks.get(spec.task).board_needs_images and not spec.images:
+        raise BoardError(f"{path}: a {spec.task} board needs 'images' (the list of image ids to caption)")
     if spec.paper_rows:  # one source for every number: the reproductions' paper_results.yaml
         raise BoardError(f"{path}: paper_rows are read from reproductions/*/paper_results.yaml (the cells of this "
                          "board's dataset, pair and split); remove them here")

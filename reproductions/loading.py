@@ -19,7 +19,7 @@ class LoadedModel:
     src_vocab: object | None  # Vocab; None where the input is not text (captioning)
     tgt_vocab: object  # Vocab of the output text
     path: Path
-    task: str = "translation"
+    task: str  # the registry entry's task
     run_id: str | None = None  # the run that wrote the checkpoint (None for checkpoints of older releases)
 
 

@@ -209,3 +209,14 @@ def register(repro: Reproduction) -> Reproduction:
 
 def papers() -> list[Reproduction]:
     return [r for r in REPRODUCTIONS.values() if r.role == "paper"]
+
+
+def baseline_preset_candidates(preset: str, baseline_presets: list[str]) -> list[str]:
+    """The presets a paper model's baseline may train under beside its `preset`, in order: the same preset, then
+    (at paper scale) the baseline's other paper presets. The pairing keeps the first that trains on the same
+    data (`attnrepro reproduce` from the configs, the report from the runs it finds): cho2014's En-De preset
+    beside the En-De Transformer."""
+    candidates = [preset] if preset in baseline_presets else []
+    if preset.startswith("paper"):
+        candidates += sorted(p for p in set(baseline_presets) if p.startswith("paper") and p != preset)
+    return candidates

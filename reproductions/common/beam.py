@@ -82,76 +82,109 @@ def beam_search(
     if not cached:
         model = RecomputePrefix(model)
     batch, device = src.size(0), src.device
+    sentence_max = _sentence_limits(model, src, max_len_a, max_len_b)  # (B,)
+    max_len = int(sentence_max.max().item())
+    state = _reorder(model.start(src), torch.arange(batch, device=device).repeat_interleave(beam), source_too=True)
+    beams = _Beams.start(batch, beam, device)
+    for t in range(max_len + 1):
+        log_probs, state, attention = model.step(state, beams.y_prev)  # (B*K, V)
+        _bar_tokens(log_probs, t < min_len, (t >= sentence_max).repeat_interleave(beam))
+        top_scores, origin, token = beams.candidates(log_probs)
+        if attention is not None and keep_attention:
+            beams.add_attention(attention)
+        beams.finish(top_scores, origin, token, alpha)
+        if beams.done.all() or t == max_len:
+            break
+        state = _reorder(state, beams.advance(top_scores, origin, token))
+    return beams.best()
+
+
+def _sentence_limits(model, src: torch.Tensor, max_len_a: float, max_len_b: int) -> torch.Tensor:
+    """The most tokens each sentence may have: a * |x| + b (a float `src`, image features, has no length)."""
     if src.is_floating_point():
-        src_len = torch.zeros(batch, dtype=torch.long, device=device)
+        src_len = torch.zeros(src.size(0), dtype=torch.long, device=src.device)
     else:
         src_len = (src != PAD_ID).sum(1)  # (B,)
-    state = _reorder(model.start(src), torch.arange(batch, device=device).repeat_interleave(beam), source_too=True)
-    y_prev = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
-    scores = torch.full((batch, beam), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: keep one alive
-    history = torch.empty((batch, beam, 0), dtype=torch.long, device=device)
-    attn_history = None
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    sentence_max = (max_len_a * src_len + max_len_b).long()  # (B,)
+    sentence_max = (max_len_a * src_len + max_len_b).long()
     if hasattr(model, "max_decode_len"):  # e.g. a Transformer's table of positions
         sentence_max = sentence_max.clamp(max=model.max_decode_len)
-    max_len = int(sentence_max.max().item())
+    return sentence_max
 
-    for t in range(max_len + 1):
-        log_probs, state, attention = model.step(state, y_prev)  # (B*K, V)
+
+def _bar_tokens(log_probs: torch.Tensor, before_min_len: bool, ending: torch.Tensor) -> None:
+    """In place: <pad> and <s> never; </s> not before `min_len`; only </s> for a beam past its length limit."""
+    log_probs[:, PAD_ID] = log_probs[:, BOS_ID] = float("-inf")
+    if before_min_len:
+        log_probs[:, EOS_ID] = float("-inf")
+    if ending.any():
+        eos_only = torch.full_like(log_probs[ending], float("-inf"))
+        eos_only[:, EOS_ID] = log_probs[ending, EOS_ID].clamp(min=-1e4)
+        log_probs[ending] = eos_only
+
+
+@dataclass
+class _Beams:
+    """The K live hypotheses of each of B sentences and the finished ones."""
+
+    batch: int
+    beam: int
+    scores: torch.Tensor  # (B, K) summed log-probabilities
+    history: torch.Tensor  # (B, K, t) tokens so far
+    y_prev: torch.Tensor  # (B*K,) the last token of each
+    done: torch.Tensor  # (B,) K hypotheses finished
+    finished: list[list[Hypothesis]]
+    attn_history: torch.Tensor | None = None  # (B, K, t, S)
+
+    @classmethod
+    def start(cls, batch: int, beam: int, device) -> _Beams:
+        scores = torch.full((batch, beam), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # all beams start identical: keep one alive
+        return cls(batch, beam, scores, torch.empty((batch, beam, 0), dtype=torch.long, device=device),
+                   torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device),
+                   torch.zeros(batch, dtype=torch.bool, device=device), [[] for _ in range(batch)])
+
+    def candidates(self, log_probs: torch.Tensor):
+        """The 2K best continuations per sentence: (scores, the beam each extends, its token), each (B, 2K)."""
         vocab = log_probs.size(-1)
-        log_probs[:, PAD_ID] = log_probs[:, BOS_ID] = float("-inf")
-        if t < min_len:
-            log_probs[:, EOS_ID] = float("-inf")
-        ending = (t >= sentence_max).repeat_interleave(beam)  # (B*K,) past its length limit: may only end
-        if ending.any():
-            eos_only = torch.full_like(log_probs[ending], float("-inf"))
-            eos_only[:, EOS_ID] = log_probs[ending, EOS_ID].clamp(min=-1e4)
-            log_probs[ending] = eos_only
-        total = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
-        top_scores, top_index = total.topk(min(2 * beam, beam * vocab), dim=1)  # (B, 2K)
-        origin, token = top_index // vocab, top_index % vocab
-        is_eos = token == EOS_ID
+        total = (self.scores.view(-1, 1) + log_probs).view(self.batch, self.beam * vocab)
+        top_scores, top_index = total.topk(min(2 * self.beam, self.beam * vocab), dim=1)
+        return top_scores, top_index // vocab, top_index % vocab
 
-        if attention is not None and keep_attention:
-            step_attn = attention.float().view(batch, beam, -1)  # fp32 even under autocast
-            attn_history = step_attn.unsqueeze(2) if attn_history is None else torch.cat(
-                [attn_history, step_attn.unsqueeze(2)], dim=2
-            )  # (B, K, t+1, S)
+    def add_attention(self, attention: torch.Tensor) -> None:
+        step = attention.float().view(self.batch, self.beam, -1).unsqueeze(2)  # fp32 even under autocast
+        self.attn_history = step if self.attn_history is None else torch.cat([self.attn_history, step], dim=2)
 
-        # Finalise end-of-sentence candidates ranked within the top K (as in fairseq).
-        eos_hits = (is_eos[:, :beam] & torch.isfinite(top_scores[:, :beam])).nonzero().tolist()
-        for b, rank in eos_hits:
-            if done[b] or len(finished[b]) >= beam:
+    def finish(self, top_scores: torch.Tensor, origin: torch.Tensor, token: torch.Tensor, alpha: float) -> None:
+        """End-of-sentence candidates ranked within the top K become finished hypotheses (as in fairseq)."""
+        hits = ((token[:, :self.beam] == EOS_ID) & torch.isfinite(top_scores[:, :self.beam])).nonzero().tolist()
+        for b, rank in hits:
+            if self.done[b] or len(self.finished[b]) >= self.beam:
                 continue
             k = origin[b, rank].item()
-            tokens = history[b, k].tolist()
-            attn = attn_history[b, k].clone() if attn_history is not None else None
+            tokens = self.history[b, k].tolist()
+            attn = self.attn_history[b, k].clone() if self.attn_history is not None else None
             norm = top_scores[b, rank].item() / length_penalty(len(tokens) + 1, alpha)
-            finished[b].append(Hypothesis(tokens, norm, attn))
-        done |= torch.tensor([len(f) >= beam for f in finished], device=device)
-        if done.all() or t == max_len:
-            break
+            self.finished[b].append(Hypothesis(tokens, norm, attn))
+        self.done |= torch.tensor([len(f) >= self.beam for f in self.finished], device=self.done.device)
 
-        # Keep the K best candidates that did not end.
-        rank_key = is_eos.float() * (2 * beam) + torch.arange(top_scores.size(1), device=device)
+    def advance(self, top_scores: torch.Tensor, origin: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        """Keep the K best candidates that did not end; -> the flat index of the beam each continues."""
+        batch, beam, device = self.batch, self.beam, self.scores.device
+        rank_key = (token == EOS_ID).float() * (2 * beam) + torch.arange(top_scores.size(1), device=device)
         keep = rank_key.argsort(dim=1)[:, :beam]  # (B, K)
-        scores = top_scores.gather(1, keep).masked_fill(done.unsqueeze(1), float("-inf"))
+        self.scores = top_scores.gather(1, keep).masked_fill(self.done.unsqueeze(1), float("-inf"))
         origin, token = origin.gather(1, keep), token.gather(1, keep)
         flat = (origin + torch.arange(batch, device=device).unsqueeze(1) * beam).view(-1)
-        state = _reorder(state, flat)
-        history = torch.cat([history.view(batch * beam, -1)[flat].view(batch, beam, -1), token.unsqueeze(2)], dim=2)
-        if attn_history is not None:
-            attn_history = attn_history.view(batch * beam, *attn_history.shape[2:])[flat].view(
-                batch, beam, *attn_history.shape[2:]
-            )
-        y_prev = token.view(-1)
+        self.history = torch.cat([self.history.view(batch * beam, -1)[flat].view(batch, beam, -1),
+                                  token.unsqueeze(2)], dim=2)
+        if self.attn_history is not None:
+            shape = self.attn_history.shape[2:]
+            self.attn_history = self.attn_history.view(batch * beam, *shape)[flat].view(batch, beam, *shape)
+        self.y_prev = token.view(-1)
+        return flat
 
-    best = []
-    for b in range(batch):
-        if not finished[b]:  # every beam fell off (cannot happen with the forced end, kept for safety)
-            finished[b].append(Hypothesis([], float("-inf"), None))
-        best.append(max(finished[b], key=lambda h: h.score))
-    return best
+    def best(self) -> list[Hypothesis]:
+        for finished in self.finished:
+            if not finished:  # every beam fell off (cannot happen with the forced end, kept for safety)
+                finished.append(Hypothesis([], float("-inf"), None))
+        return [max(finished, key=lambda h: h.score) for finished in self.finished]

@@ -17,7 +17,7 @@ CHECKPOINT_FORMAT = 1
 
 
 class AttnreproModule(ResumableMixin, pl.LightningModule):
-    task = "translation"
+    task: str  # each task's module names its task (stored in checkpoints)
 
     def __init__(self, model: torch.nn.Module, cfg, reproduction: str):
         super().__init__()
@@ -26,6 +26,11 @@ class AttnreproModule(ResumableMixin, pl.LightningModule):
         self._tokens_pending: torch.Tensor | None = None  # ... and since then, counted on the training device
         self._val_sums: list[torch.Tensor] = []
         self._cooldown_progress: float | None = None  # DDP: rank 0's budget progress, as last broadcast
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """The validation metric that chooses best.ckpt and stops early: (name, mode)."""
+        return ("val/loss", "min")
 
     # Token counts stay on the device during training: reading one (`int(...)`) would make the host wait for
     # the GPU every step. `tokens_seen` reads them, at logging intervals, checkpoints and the end of a run.

@@ -14,6 +14,8 @@ from .lightning_base import AttnreproModule
 
 
 class TranslationModule(AttnreproModule):
+    task = "translation"
+
     def __init__(self, model: torch.nn.Module, cfg, reproduction: str, src_vocab: Vocab, tgt_vocab: Vocab):
         super().__init__(model, cfg, reproduction)
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab

@@ -26,6 +26,10 @@ class Task(ABC):
     takes_pair: bool  # whether runs have a language pair (`--pair`, plans' `pairs`)
     batch_keys: tuple[str, str, str]  # (source, decoder input, target) of a training batch
     segment: str  # what one scored item is: "sentences", "images"
+    paper_columns: tuple[Column, ...]  # beside `columns` in the report: the metrics of the papers' conventions
+    board_metric: str  # the metric code a leaderboard of this task scores with (a board's metric.name)
+    board_needs_images: bool  # a board of this task lists the images to caption
+    command: str  # the CLI command that decodes new inputs with a model of this task
 
     @property
     def headline_label(self) -> str:

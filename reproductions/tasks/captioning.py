@@ -26,6 +26,10 @@ class CaptioningTask(Task):
     takes_pair = False
     batch_keys = ("features", "captions_in", "captions_out")
     segment = "images"
+    paper_columns = tuple(Column(f"bleu{n}_nobp", f"BLEU-{n} no BP (papers')") for n in range(1, 5))
+    board_metric = "pycocoevalcap"
+    board_needs_images = True
+    command = "caption"
 
     def setting(self, data_cfg: dict) -> str:
         return data_cfg.get("dataset", "")

@@ -20,6 +20,11 @@ class TranslationTask(Task):
     takes_pair = True
     batch_keys = ("src", "tgt_in", "tgt_out")
     segment = "sentences"
+    paper_columns = (Column("tok_bleu", "tok BLEU (papers')"), Column("tok_bleu_no_unk", "tok BLEU, No UNK"),
+                     Column("lc_tok_bleu", "lc tok BLEU (Multi30k)"))
+    board_metric = "sacrebleu"
+    board_needs_images = False
+    command = "translate"
 
     def setting(self, data_cfg: dict) -> str:
         return data_cfg.get("pair") or data_cfg.get("dataset", "")
