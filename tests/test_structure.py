@@ -4,6 +4,7 @@ stays free of torch."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -67,6 +68,58 @@ def test_the_harness_and_boards_do_not_branch_on_the_task():
             and "tasks" not in path.relative_to(REPO).parts
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert len(hits) <= 2, hits
+
+
+# The rooms of the code, bottom up; a room imports only from rooms below it (so there is no circle either).
+PAPER_FOLDERS = sorted({r.folder.name for r in registry.REPRODUCTIONS.values()})
+LAYERS = [["common"], ["tasks", *PAPER_FOLDERS], ["registry"], ["paper_results", "loading"], ["leaderboards"],
+          ["harness"]]
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "reproductions":
+        return parts[0] if parts[0] in ("harness", "leaderboards") else None
+    return parts[1] if len(parts) > 1 else None  # the package itself (`from reproductions import x`): x counts
+
+
+def _imports(path: Path) -> set[str]:
+    """The project modules a file imports (relative imports resolved), with each imported name as a module too."""
+    module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            name = ".".join(base + ([node.module] if node.module else []))
+            found |= {name} | {f"{name}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_every_import_goes_down_the_layers():
+    level = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
+    upward = []
+    for folder in ("reproductions", "harness", "leaderboards"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            here = _room(".".join(path.relative_to(REPO).with_suffix("").parts))
+            for module in _imports(path):
+                there = _room(module)
+                if here is None or there is None or there == here:
+                    continue
+                assert here in level and there in level, f"{path.relative_to(REPO)}: {here} or {there} has no layer"
+                if level[there] >= level[here]:
+                    upward.append(f"{path.relative_to(REPO)} ({here}) imports {module} ({there})")
+    assert not upward, upward
+
+
+def test_no_function_is_longer_than_60_lines():
+    long = [f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for folder in ("harness", "reproductions") for path in sorted((REPO / folder).rglob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert not long, long
 
 
 def test_the_cli_imports_no_torch():
