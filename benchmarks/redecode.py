@@ -84,7 +84,7 @@ def redecode(record: Path, splits: list[str] | None, overrides: list[str], model
         loaded = load_model(ckpt, device)
         if overrides:
             loaded.cfg = with_decode_overrides(loaded, overrides)
-        scores, skipped = tasks.get(loaded.task).evaluate(loaded, None, splits, None, device)
+        scores, skipped = tasks.get(loaded.task).evaluate(loaded, None, splits, device)
         runs[name] = {"checkpoint": str(ckpt), "trained_at": run.get("git"),
                       "recorded": {s: run.get("splits", {}).get(s) for s in scores}, "scores": scores,
                       "skipped": skipped}

@@ -12,9 +12,10 @@ def caption(checkpoint: Path | str, images: list[Path], beam: int | None = None,
     from reproductions.loading import load_model
     from reproductions.tasks.captioning import caption_images
 
-    from .evaluate import check_command, locate
+    from .evaluate import beam_override, check_command, locate, with_decode_overrides
 
     _, ckpt = locate(checkpoint)
     loaded = load_model(ckpt)
     check_command(loaded, ckpt, "caption")
-    return caption_images(loaded, images, beam, plot_attention, out)
+    loaded.cfg = with_decode_overrides(loaded, beam_override(beam))
+    return caption_images(loaded, images, plot_attention, out)

@@ -575,17 +575,19 @@ def _train_parser(sub, preset_help: str) -> None:
 
 def _model_parsers(sub) -> None:
     """The commands that use a trained model: evaluate, translate, caption."""
-    beam_help = "beam width (default: the run's config; 1 is greedy)"
+    beam_help = "beam width (default: the run's config; 1 is greedy); another than the run's: see --set"
     p = sub.add_parser("evaluate", help="decode and score splits with a trained model", epilog=_examples(
         ("attnrepro evaluate RUN_DIR --beam 5 --json", "the test splits with beam 5, as JSON"),
         ("attnrepro evaluate RUN_DIR --split val --beam 1", "the validation split, greedily"),
-        ("attnrepro evaluate RUN_DIR --set decode.length_penalty=1.0", "another setting; the run is left alone")))
+        ("attnrepro evaluate RUN_DIR --set decode.length_penalty=1.0", "another setting, written beside the "
+         "run's record in RUN_DIR/evaluations/")))
     p.add_argument("target", type=Path, help="a run directory or a .ckpt file")
     p.add_argument("--split", action="append", help="split to score (repeatable; default: the test splits present)")
     p.add_argument("--beam", type=_positive, help=beam_help)
     p.add_argument("--set", action="append", default=[], metavar="decode.KEY=VALUE",
-                   help="change a decoding setting, e.g. --set decode.length_penalty=1.0 (repeatable); the scores "
-                        "are printed, not written into the run's metrics.json")
+                   help="change a decoding setting, e.g. --set decode.length_penalty=1.0 (repeatable; --beam N is "
+                        "--set decode.beam=N). Scores of a setting other than the run's own go to "
+                        "RUN_DIR/evaluations/SETTING/, beside the run's metrics.json, which keeps its config's scores")
     p.add_argument("--json", action="store_true", help="print the scores as JSON (the table goes to stderr)")
     p.add_argument("--allow-other-run", action="store_true",
                    help="score a checkpoint that another run wrote into this run's metrics.json (refused otherwise)")

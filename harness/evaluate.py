@@ -59,11 +59,14 @@ def evaluate(
     decode_overrides: list[str] | tuple = (),
     allow_other_run: bool = False,
 ) -> dict:
-    """Scores of `splits` (default: the test splits present), written into the run's metrics.json, except
-    with `decode_overrides` (`decode.KEY=VALUE`): scores of another decoding setting, e.g. a length penalty
-    chosen on the validation split, are printed only, so that the run's own scores stay those of its config."""
+    """Scores of `splits` (default: the test splits present) with the run's decoding settings, written into the
+    run's metrics.json (and hyps/). Another decoding setting, by `beam` (--beam) or `decode_overrides`
+    (--set decode.KEY=VALUE; the two are one door), is written beside the run's record, in
+    RUN_DIR/evaluations/SETTING/ (its metrics.json and hyps/), so that the run's own scores stay those of its
+    config: e.g. a length penalty chosen on the validation split."""
     import torch
 
+    from reproductions.common.config import to_dict
     from reproductions.loading import load_model
 
     run_dir, ckpt = locate(target) if checkpoint is None else (Path(target), checkpoint)
@@ -72,16 +75,35 @@ def evaluate(
     if run_dir is not None and not allow_other_run:
         check_same_run(run_dir, loaded)
     task = tasks.get(loaded.task)
-    if decode_overrides:
-        loaded.cfg = with_decode_overrides(loaded, decode_overrides)
-        run_dir = None  # neither metrics.json nor the run's hypothesis files are touched
-    results, skipped = task.evaluate(loaded, run_dir, splits, beam, device, logger=logger)
-    if run_dir is not None:
-        rundir.update_metrics(run_dir, "splits", results)
+    overrides = [*beam_override(beam), *decode_overrides]
+    own = to_dict(loaded.cfg.decode)
+    loaded.cfg = with_decode_overrides(loaded, overrides)
+    setting = decode_setting(own, to_dict(loaded.cfg.decode))
+    out_dir = run_dir if run_dir is None or not setting else run_dir / "evaluations" / setting
+    results, skipped = task.evaluate(loaded, out_dir, splits, device, logger=logger if out_dir == run_dir else None)
+    if out_dir is not None:
+        rundir.update_metrics(out_dir, "splits", results)
         if skipped:
-            rundir.update_metrics(run_dir, "skipped_splits", skipped)
-    print_scores(task, results, skipped, loaded.reproduction, console or Console())
+            rundir.update_metrics(out_dir, "skipped_splits", skipped)
+        if setting:
+            rundir.update_metrics(out_dir, "decode", to_dict(loaded.cfg.decode))
+    console = console or Console()
+    print_scores(task, results, skipped, loaded.reproduction, console)
+    if out_dir is not None and setting:
+        console.print(f"{setting}: scores and hypotheses in {out_dir} (the run's own scores, of its config, are "
+                      "unchanged)", highlight=False, soft_wrap=True)
     return results
+
+
+def beam_override(beam: int | None) -> list[str]:
+    """--beam N is --set decode.beam=N."""
+    return [f"decode.beam={beam}"] if beam else []
+
+
+def decode_setting(own: dict, used: dict) -> str:
+    """The decoding keys that differ from the run's config as one folder name, `decode.beam=1,decode.length_
+    penalty=2.0` (sorted); "" when they are the run's own."""
+    return ",".join(f"decode.{key}={used[key]}" for key in sorted(used) if used[key] != own.get(key))
 
 
 def check_same_run(run_dir: Path, loaded) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -18,13 +17,13 @@ def translate(checkpoint: Path | str, lines: list[str], beam: int | None = None,
     from reproductions.common.decoding import translate_texts
     from reproductions.loading import load_model
 
-    from .evaluate import check_command, locate
+    from .evaluate import beam_override, check_command, locate, with_decode_overrides
 
     _, ckpt = locate(checkpoint)
     loaded = load_model(ckpt)
     check_command(loaded, ckpt, "translate")
     _set_attention_view(loaded, layer, head, view)
-    decode = dataclasses.replace(loaded.cfg.decode, beam=beam) if beam else loaded.cfg.decode
+    decode = with_decode_overrides(loaded, beam_override(beam)).decode
     texts = [line.strip() for line in lines if line.strip()]
     if not texts:
         raise AttnreproError("no input: give one sentence per line on standard input")

@@ -43,8 +43,9 @@ def test_evaluate_again_with_another_beam(caption_runs):
                        env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "CIDEr-D" in result.stdout and "dev" in result.stdout
-    metrics = json.loads((caption_runs["vinyals2015"] / "metrics.json").read_text())
-    assert metrics["splits"]["dev"]["beam"] == 1
+    metrics = json.loads((caption_runs["vinyals2015"] / "evaluations" / "decode.beam=1" / "metrics.json").read_text())
+    assert metrics["splits"]["dev"]["beam"] == 1  # beside the run's record: its own beam is 2
+    assert "dev" not in json.loads((caption_runs["vinyals2015"] / "metrics.json").read_text())["splits"]
 
 
 def test_caption_prints_captions_and_draws_attention(caption_runs, data_root, tmp_path):

@@ -74,14 +74,26 @@ def test_train_writes_a_complete_run_directory(trained_runs, data_root):
 
 
 def test_evaluate_any_split_with_another_beam(trained_runs, data_root):
+    """A split scored with the run's own decoding goes into its record; with another beam (--beam and --set
+    decode.beam are one door) beside it, under evaluations/, and the record keeps the run's own scores."""
     run_dir = trained_runs["cho2014"]
-    result = attnrepro("evaluate", str(run_dir), "--split", "val", "--beam", "1",
-                       env={"ATTNREPRO_DATA": str(data_root)})
+    env = {"ATTNREPRO_DATA": str(data_root)}
+    result = attnrepro("evaluate", str(run_dir), "--split", "val", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["splits"]["val"]["beam"] == 1 and metrics["splits"]["val"]["sentences"] == 20
+    assert metrics["splits"]["val"]["beam"] == 2 and metrics["splits"]["val"]["sentences"] == 20  # tiny: beam 2
     assert "test_2016_flickr" in metrics["splits"]  # earlier scores are kept
     assert len((run_dir / "hyps/val.txt").read_text().splitlines()) == 20
+    before = (run_dir / "metrics.json").read_bytes()
+    for door in (["--beam", "1"], ["--set", "decode.beam=1"]):
+        result = attnrepro("evaluate", str(run_dir), "--split", "val", *door, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        beside = run_dir / "evaluations" / "decode.beam=1"
+        assert str(beside) in " ".join(result.stdout.split())
+        other = json.loads((beside / "metrics.json").read_text())
+        assert other["splits"]["val"]["beam"] == 1 and other["decode"]["beam"] == 1
+        assert len((beside / "hyps/val.txt").read_text().splitlines()) == 20
+        assert (run_dir / "metrics.json").read_bytes() == before
 
 
 def test_a_run_is_evaluated_with_the_checkpoint_its_scores_are_of(tmp_path):

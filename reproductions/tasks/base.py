@@ -78,10 +78,10 @@ class Task(ABC):
         """(model, source vocabulary or None, output vocabulary) from a checkpoint's attnrepro section."""
 
     @abstractmethod
-    def evaluate(self, loaded, run_dir: Path | None, splits: list[str] | None, beam: int | None, device: str,
+    def evaluate(self, loaded, run_dir: Path | None, splits: list[str] | None, device: str,
                  logger=None) -> tuple[dict, dict]:
-        """Decode and score splits (default: the configured test splits present) -> (results, skipped).
-        Writes hyps/SPLIT files when `run_dir` is given."""
+        """Decode (with `loaded.cfg.decode`) and score splits (default: the configured test splits present) ->
+        (results, skipped). Writes hyps/SPLIT files when `run_dir` is given."""
 
     @abstractmethod
     def run_figures(self, loaded, run_dir: Path, out: Path, splits: dict) -> tuple[dict[str, list[Path]], list[dict]]:

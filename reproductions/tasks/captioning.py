@@ -3,7 +3,6 @@ each image's reference captions."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -77,7 +76,7 @@ class CaptioningTask(Task):
         vocab = Vocab.from_json(meta["vocab"])
         return repro.build(cfg, len(vocab)), None, vocab
 
-    def evaluate(self, loaded, run_dir, splits, beam, device, logger=None):
+    def evaluate(self, loaded, run_dir, splits, device, logger=None):
         from reproductions.common.caption_metrics import caption_scores
         from reproductions.common.data.caption_datamodule import split_features
         from reproductions.common.data.captions import load_captions
@@ -85,7 +84,7 @@ class CaptioningTask(Task):
         from reproductions.common.io import atomic_write_json
 
         cfg = loaded.cfg
-        decode = dataclasses.replace(cfg.decode, beam=beam) if beam else cfg.decode
+        decode = cfg.decode
         results = {}
         for split in splits or cfg.data.test_splits:
             data = load_captions(cfg.data, split)
@@ -268,10 +267,10 @@ def caption_features(model, vocab, features, decode, device: str = "cpu", keep_a
     return texts, hyps
 
 
-def caption_images(loaded, images: list[Path], beam: int | None = None, plot_attention: Path | None = None,
-                   out=sys.stdout) -> list[str]:
-    """Caption image files with a loaded captioning model (`reproductions.loading.load_model`), printing
-    IMAGE<TAB>caption; optionally one per-word attention figure per image (Xu et al. Figs. 2-3)."""
+def caption_images(loaded, images: list[Path], plot_attention: Path | None = None, out=sys.stdout) -> list[str]:
+    """Caption image files with a loaded captioning model (`reproductions.loading.load_model`; decoding by its
+    `cfg.decode`), printing IMAGE<TAB>caption; optionally one per-word attention figure per image (Xu et al.
+    Figs. 2-3)."""
     import torch
 
     from reproductions.common.encoders import load_encoder, read_image, spec
@@ -290,8 +289,7 @@ def caption_images(loaded, images: list[Path], beam: int | None = None, plot_att
     with torch.no_grad():
         maps = load_encoder(encoder_name, loaded.cfg.data.encoder_weights)(pixels)  # (N, D, g, g)
     features = maps.flatten(2).transpose(1, 2).contiguous()  # (N, L, D)
-    decode = dataclasses.replace(loaded.cfg.decode, beam=beam) if beam else loaded.cfg.decode
-    texts, hyps = caption_features(loaded.model, loaded.tgt_vocab, features, decode,
+    texts, hyps = caption_features(loaded.model, loaded.tgt_vocab, features, loaded.cfg.decode,
                                    keep_attention=plot_attention is not None, progress=False)
     for path, text in zip(images, texts):
         print(f"{path}\t{text}", file=out)

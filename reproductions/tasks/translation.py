@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from .base import Column, Task
@@ -76,15 +75,14 @@ class TranslationTask(Task):
         src_vocab, tgt_vocab = Vocab.from_json(meta["src_vocab"]), Vocab.from_json(meta["tgt_vocab"])
         return repro.build(cfg, len(src_vocab), len(tgt_vocab)), src_vocab, tgt_vocab
 
-    def evaluate(self, loaded, run_dir, splits, beam, device, logger=None):
+    def evaluate(self, loaded, run_dir, splits, device, logger=None):
         from reproductions.common.data.translation import checksums, load_split, split_available
         from reproductions.common.decoding import translate_texts
         from reproductions.common.io import atomic_write_text
         from reproductions.common.metrics import no_unk_flags, translation_scores
 
         cfg = loaded.cfg
-        decode = dataclasses.replace(cfg.decode, beam=beam) if beam else cfg.decode
-        data = cfg.data
+        decode, data = cfg.decode, cfg.data
         if splits:
             wanted, skipped = list(splits), {}
         else:  # the configured test splits that this machine has
