@@ -456,6 +456,23 @@ def targets(benchmark: str, models: tuple[str, ...], depth: int) -> str:
     return intro + _table(["model", "target", "ours", "", "budget", "record"], rows, {2})
 
 
+def caption_targets(models: tuple[str, ...], depth: int) -> str:
+    """A captioning paper's README: the Flickr8k benchmark's targets, as judged by its newest record whose runs
+    stopped on steps (the targets are set at the `cpu` budget)."""
+    judged = [r for r in records("flickr8k") if r.get("target") and not r.get("overrides")
+              and all(budget(run).endswith("steps") for run in r["runs"].values())]
+    if not judged:
+        return ("No record judges these targets at the `cpu` preset's step budget yet: "
+                "`python benchmarks/flickr8k.py` does.")
+    record = judged[0]
+    rows = [[f"{TITLES[c['model']]} (`{c['model']}`)", c["target"], _f(c["value"]), _f(c["against"]),
+             "met" if c["met"] else "**not met**", budget(record["runs"][c["model"]]), _link(record, depth)]
+            for c in record["target"] if c["model"] in models]
+    intro = (f"The benchmark's targets at the `cpu` budget, judged by its newest record ({machine(record)}, "
+             f"`{record.get('command', '')}`):\n\n")
+    return intro + _table(["model", "target", "ours", "against", "", "budget", "record"], rows, {2, 3})
+
+
 def records_index() -> str:
     """benchmarks/README.md: every record, its benchmark, date, command and machine."""
     rows = []
@@ -503,6 +520,7 @@ RENDERERS = {
     "xu2015-paper": lambda: paper_table("xu2015", ("xu2015", "xu2015-hard")),
     "xu2015-ours": lambda: _caption_rows(("xu2015", "xu2015-hard", "vinyals2015"), 2),
     "xu2015-trials": lambda: trials(("xu2015", "xu2015-hard"), "flickr8k", 2),
+    "xu2015-targets": lambda: caption_targets(("xu2015", "xu2015-hard"), 2),
     "vinyals2015-paper": lambda: paper_table("vinyals2015", ("vinyals2015",)),
     "vinyals2015-ours": lambda: _caption_rows(("vinyals2015",), 2),
     "xu2015-lambda": lambda_sweep,
