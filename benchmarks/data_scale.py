@@ -59,7 +59,7 @@ def synthetic_bitext(pairs: int, folder: Path, seed: int = 0) -> dict:
     """N recombined Multi30k pairs as folder/train.en.gz and train.de.gz."""
     import numpy as np
 
-    from reproductions.common.data.translation import load_split
+    from reproductions.translation.data.files import load_split
 
     train = load_split("multi30k", "en-de", "train")
     src, tgt = list(train["src"]), list(train["tgt"])
@@ -96,11 +96,11 @@ def paper_config(bitext: Path):
 def prepare(bitext: Path) -> dict:
     """The preparing process (rank 0): every stage of the paper preset's data preparation, timed."""
     from reproductions.common.data.batching import TokenBudgetBatchSampler
-    from reproductions.common.data.cache import ensure_cache
-    from reproductions.common.data.corpus import training_bitext
-    from reproductions.common.data.datamodule import TranslationDataModule
     from reproductions.common.data.sources import cache_root
     from reproductions.common.data.vocab import vocabs_for_corpus
+    from reproductions.translation.data.cache import ensure_cache
+    from reproductions.translation.data.corpus import training_bitext
+    from reproductions.translation.data.datamodule import TranslationDataModule
 
     cfg = paper_config(bitext)
     d, stages = cfg.data, {}
@@ -136,8 +136,8 @@ def prepare(bitext: Path) -> dict:
 def map_as_rank(bitext: Path) -> dict:
     """The second process: what another rank does, with the cache present: map it, sample, collate."""
     from reproductions.common.data.batching import TokenBudgetBatchSampler, collate_pairs
-    from reproductions.common.data.datamodule import TranslationDataModule
     from reproductions.common.data.sources import cache_root
+    from reproductions.translation.data.datamodule import TranslationDataModule
 
     cfg = paper_config(bitext)
     started = time.perf_counter()

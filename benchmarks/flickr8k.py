@@ -62,8 +62,8 @@ FIGURE_IMAGES = 3  # test images drawn with their per-word attention
 def extract_features(preset: str, overrides: list[str], console: Console) -> dict:
     """Features of every split the preset uses (with the `data.*` overrides of --set, such as data.encoder),
     computed once into the cache before any run's clock starts; returns the timing."""
-    from reproductions.common.data.caption_datamodule import split_features
-    from reproductions.common.data.captions import load_captions
+    from reproductions.captioning.data.captions import load_captions
+    from reproductions.captioning.data.datamodule import split_features
     from reproductions.common.data.sources import cache_root
 
     cfg = registry.get("xu2015").load_config(preset, [o for o in overrides if o.startswith("data.")])
@@ -81,7 +81,7 @@ def extract_features(preset: str, overrides: list[str], console: Console) -> dic
 
 def attention_figures(runs: dict, out: Path, preset: str) -> list[str]:
     from harness.caption import caption
-    from reproductions.common.data.captions import load_captions
+    from reproductions.captioning.data.captions import load_captions
 
     cfg = registry.get("xu2015").load_config(preset)
     test = load_captions(cfg.data, cfg.data.test_splits[0]).limit(FIGURE_IMAGES)

@@ -42,7 +42,7 @@ from harness.benchmark import provenance  # noqa: E402
 from harness.tables import Col, print_table  # noqa: E402
 from reproductions.common.data.sources import DATA_ENV, data_root  # noqa: E402
 from reproductions.common.io import atomic_write_json  # noqa: E402
-from reproductions.common.metrics import corpus_scores  # noqa: E402
+from reproductions.translation.metrics import corpus_scores  # noqa: E402
 
 TARGET = {"min_translation_submissions_per_s": 1.5, "max_caption_submission_s": 60.0}
 # the references this benchmark reads itself; the server reads its boards' references from the same root

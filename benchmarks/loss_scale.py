@@ -35,8 +35,8 @@ PAPER_OPTIMISER = ["optim.name=adadelta", "optim.lr=1.0", "optim.eps=1e-6", "opt
 def run(loss_scale: str, steps: int, seed: int, cache: Path) -> dict:
     import pytorch_lightning as pl
 
-    from reproductions.common.data.datamodule import TranslationDataModule
-    from reproductions.common.translation_module import TranslationModule
+    from reproductions.translation.data.datamodule import TranslationDataModule
+    from reproductions.translation.module import TranslationModule
 
     class Record(pl.Callback):
         def __init__(self):

@@ -31,10 +31,10 @@ from harness import hardware
 from harness.benchmark import benchmark_parser, budget_minutes, provenance, stopped_by, train_or_reuse
 from harness.tables import Col, print_table
 from reproductions import registry
-from reproductions.common.data.translation import load_split
 from reproductions.common.io import atomic_write_json
-from reproductions.common.metrics import bleu_by_length
 from reproductions.common.plots import bleu_by_length_plot
+from reproductions.translation.data.files import load_split
+from reproductions.translation.metrics import bleu_by_length
 
 # Multi30k sentences are short (test_2016_flickr: 4-32 words, median 11): bins that hold 58-260 sentences each.
 FIGURE_BUCKETS = [0, 8, 10, 12, 14, 16, 19]
@@ -132,7 +132,7 @@ def bleu_by_length_series(runs: dict, pair: str) -> dict[str, list[dict]]:
 
 def print_summary(console: Console, runs: dict) -> None:
     """One row per model and scored split; names and numbers are never cut (harness/tables.py)."""
-    # tok BLEU / lc tok BLEU: the papers' and the Multi30k literature's conventions (reproductions/common/metrics.py)
+    # tok BLEU / lc tok BLEU: the conventions of the papers and the Multi30k literature (translation/metrics.py)
     columns = [Col("model"), Col("split")] + [
         Col(header, "number") for header in ("BLEU", "chrF", "tok BLEU", "lc tok BLEU", "train min", "steps",
                                              "tgt tok/s", "train FLOPs", "params")] + [Col("stopped by", "text")]

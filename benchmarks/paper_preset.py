@@ -45,7 +45,7 @@ def random_vgg19(folder: Path) -> Path:
 
 def tokens_per_epoch(overrides: list[str]) -> int:
     """Target tokens (words and </s>, captions cut at data.max_len) in one epoch of the training split."""
-    from reproductions.common.data.captions import load_captions
+    from reproductions.captioning.data.captions import load_captions
 
     data = registry.get("xu2015").load_config("paper", [o for o in overrides if o.startswith("data.")]).data
     train_split = load_captions(data, data.train_split)

@@ -183,7 +183,7 @@ def profile_steps(trainer: Trainer, steps: int, top: int = 25) -> dict:
 
 
 def caption_setup(name: str, size: str, batch: int = 64, words: int = 12) -> tuple:
-    from reproductions.common.encoders import ENCODERS
+    from reproductions.captioning.encoders import ENCODERS
 
     repro = registry.get(name)
     cfg = repro.load_config(size)
@@ -202,10 +202,10 @@ def caption_setup(name: str, size: str, batch: int = 64, words: int = 12) -> tup
 def decode_rates(target: Path, split: str, device: torch.device, precisions: list[str], uncached_limit: int,
                  console: Console, limit: int | None = None, max_len_b: int | None = None) -> dict:
     from harness.evaluate import locate
-    from reproductions.common.data.translation import load_split
-    from reproductions.common.decoding import translate_texts
-    from reproductions.common.metrics import corpus_scores
     from reproductions.loading import load_model
+    from reproductions.translation.data.files import load_split
+    from reproductions.translation.decoding import translate_texts
+    from reproductions.translation.metrics import corpus_scores
 
     _, ckpt = locate(target)
     loaded = load_model(ckpt, str(device))

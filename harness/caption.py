@@ -1,5 +1,5 @@
 """`attnrepro caption CKPT IMAGE... [--plot-attention F.png]`: captions for image files (and per-word attention
-maps); the decoding itself is the captioning task's (`reproductions.tasks.captioning`)."""
+maps); the decoding itself is the captioning task's (`reproductions.captioning.task`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 def caption(checkpoint: Path | str, images: list[Path], beam: int | None = None,
             plot_attention: Path | None = None, out=sys.stdout) -> list[str]:
+    from reproductions.captioning.task import caption_images
     from reproductions.loading import load_model
-    from reproductions.tasks.captioning import caption_images
 
     from .evaluate import beam_override, check_command, locate, with_decode_overrides
 

@@ -104,9 +104,9 @@ def wmt14_fixture(root: Path, pair: str, kind: str) -> Path:
     """The first pairs of newstest2012 and newstest2013 (6003, multi-parallel) as a WMT14 training folder: `parquet`
     (HF wmt/wmt14's layout, de-en/train-0000K-of-00002.parquet, a struct column `translation`) or `text`
     (train.en.gz and train.XX, as a user's own bitext)."""
-    from reproductions.common.data.corpus import hub_config, parse_pair
     from reproductions.common.data.sources import read_lines
-    from reproductions.common.data.translation import wmt14_file
+    from reproductions.translation.data.corpus import hub_config, parse_pair
+    from reproductions.translation.data.files import wmt14_file
 
     src, tgt = parse_pair(pair)
 
@@ -141,7 +141,7 @@ def karpathy_fixture(root: Path, name: str) -> Path:
     """A Karpathy split file (dataset_*.json's schema) of a few Flickr8k images, for the Flickr30k and COCO presets,
     under the preset's own file name (`dataset_coco.json`: the report names the run's dataset by it); its images stay
     where Flickr8k's are (data.images_dir)."""
-    from reproductions.common.data.captions import load_flickr8k
+    from reproductions.captioning.data.captions import load_flickr8k
 
     def write(tmp: Path) -> None:
         images = []
@@ -238,8 +238,8 @@ MINIATURE_DATA = {"translation": _translation_data, "captioning": _caption_data}
 def _two_batches_per_process(repro, preset: str, sets: list[str], devices: int) -> int:
     """train.tokens_per_step of a miniature: two batches per process and step, measured on its data as training
     measures it (the step budget's mean real target tokens of epoch 0's batches), so the accumulation is 2."""
-    from reproductions.common.data.datamodule import TranslationDataModule
     from reproductions.common.data.sources import cache_root
+    from reproductions.translation.data.datamodule import TranslationDataModule
 
     cfg = repro.load_config(preset, sets)
     data = TranslationDataModule(cfg.data, seed=1, cache_dir=cache_root())  # the cache the run then reuses
@@ -248,7 +248,7 @@ def _two_batches_per_process(repro, preset: str, sets: list[str], devices: int) 
 
 
 def _flickr8k_images() -> Path:
-    from reproductions.common.data.captions import load_flickr8k
+    from reproductions.captioning.data.captions import load_flickr8k
 
     return load_flickr8k("test").paths[0].parent
 

@@ -200,7 +200,7 @@ def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, 
     """Data, model, callbacks, loggers and Trainer of a run; a new run's directory gets its config and provenance."""
     from pytorch_lightning.loggers import CSVLogger
 
-    from reproductions.common.data.datamodule import apply_step_budget
+    from reproductions.translation.data.datamodule import apply_step_budget
 
     pl.seed_everything(seed, workers=True, verbose=False)
     task = tasks.get(repro.task)

@@ -14,8 +14,8 @@ def translate(checkpoint: Path | str, lines: list[str], beam: int | None = None,
     """view: "cross" (each output token over the source, Bahdanau Fig. 3) or "encoder" (source over
     source, Vaswani Figs. 3-5); layer/head pick a layer and a head of a multi-head model (default: the
     last layer, mean over heads)."""
-    from reproductions.common.decoding import translate_texts
     from reproductions.loading import load_model
+    from reproductions.translation.decoding import translate_texts
 
     from .evaluate import beam_override, check_command, locate, with_decode_overrides
 

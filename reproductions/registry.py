@@ -86,8 +86,8 @@ class Reproduction:
         return _resolve(self.builder)(cfg, *vocab_sizes)
 
 
-_RNN_CONFIG = "reproductions.common.rnn:RNNTranslationConfig"
-_CAPTION_CONFIG = "reproductions.common.captioner:CaptionConfig"
+_RNN_CONFIG = "reproductions.translation.rnn:RNNTranslationConfig"
+_CAPTION_CONFIG = "reproductions.captioning.config:CaptionConfig"
 _CAPTION_DATASETS = ("flickr8k", "flickr30k", "coco")
 
 REPRODUCTIONS: dict[str, Reproduction] = {

@@ -14,7 +14,7 @@ The port follows capgen.py in its own layout (time-major: x, mask (T, B); alphas
   not adds, the cost's own gradient at a variable given in known_grads; the likelihood does not use the scan's
   `alphas` output, so nothing is lost.
 - h: capgen.py draws one for the whole minibatch (`trng.binomial((1,), p=semi_sampling_p)`); ours draws one per
-  caption (a DEVIATION in captioner.py). The port takes h per caption: capgen's expression, elementwise.
+  caption (a DEVIATION in captioning/config.py). The port takes h per caption: capgen's expression, elementwise.
 
 The toy decoder: word logits u_t + z_t W with the context z_t = sum_i alpha_sample_ti a_i, alpha_t = softmax(e_t);
 u, e (and so every gradient that reaches a real model's parameters through them) are the inputs we differentiate.
@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from reproductions import registry
-from reproductions.common.caption_module import CaptionModule
+from reproductions.captioning.module import CaptionModule
 from reproductions.common.data.vocab import BOS_ID, PAD_ID
 
 T, B, L, V, D = 4, 5, 6, 7, 3  # words per caption, captions, locations, vocabulary, annotation size

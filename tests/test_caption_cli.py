@@ -131,7 +131,7 @@ def test_flickr8k_benchmark_extracts_features_with_the_data_overrides(data_root,
     from pathlib import Path
     from types import SimpleNamespace
 
-    from reproductions.common.data import caption_datamodule
+    from reproductions.captioning.data import datamodule as caption_datamodule
 
     if not (data_root / "flickr8k" / "Images").is_dir():
         pytest.skip("Flickr8k images not under the data root")

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from reproductions import registry
+from reproductions.captioning.config import CaptionLossConfig
+from reproductions.captioning.data.captions import load_captions, load_karpathy
+from reproductions.captioning.module import CaptionModule
 from reproductions.common import encoders
-from reproductions.common.caption_module import CaptionModule
-from reproductions.common.captioner import CaptionLossConfig
-from reproductions.common.data.captions import load_captions, load_karpathy
 from reproductions.common.data.sources import DataError
 from reproductions.common.data.vocab import BOS_ID, PAD_ID
 from reproductions.xu2015.model import HardAttention, doubly_stochastic_penalty, reinforce_loss
@@ -319,7 +319,7 @@ def test_flickr8k_splits_and_karpathy_json(flickr8k, tmp_path):
 def test_one_lightning_step_on_real_flickr8k(name, flickr8k, tmp_path):
     import pytorch_lightning as pl
 
-    from reproductions.common.data.caption_datamodule import CaptionDataModule
+    from reproductions.captioning.data.datamodule import CaptionDataModule
 
     repro = registry.get(name)
     cfg = repro.load_config("tiny")
@@ -337,7 +337,7 @@ def test_one_lightning_step_on_real_flickr8k(name, flickr8k, tmp_path):
 
 
 def test_caption_words_are_split_on_whitespace_only(tmp_path):
-    from reproductions.common.data.caption_datamodule import build_caption_vocab
+    from reproductions.captioning.data.datamodule import build_caption_vocab
 
     captions = ["A dog runs through the snow .", "a dog 's ball , red .", "A dog ."]
     vocab = build_caption_vocab(captions, 1, 100, tmp_path)
@@ -452,7 +452,7 @@ def test_paper_preset_benchmark_records_each_models_speed(flickr8k, tmp_path):
 
 
 def _first_captions(n: int) -> list[list[str]]:
-    from reproductions.common.data.captions import load_flickr8k
+    from reproductions.captioning.data.captions import load_flickr8k
 
     return load_flickr8k("train").limit(n).captions
 
@@ -543,8 +543,8 @@ def test_training_without_java_stops_before_any_work_unless_scoring_is_left_for_
     """pycocoevalcap scores the test splits after training: a missing Java is reported before training starts.
     `train --no-evaluate` (a GPU node without Java; `attnrepro evaluate` runs elsewhere later) does not need it."""
     from harness.train import train
-    from reproductions.common import caption_metrics
-    from reproductions.common.caption_metrics import MetricError
+    from reproductions.captioning import metrics as caption_metrics
+    from reproductions.captioning.metrics import MetricError
 
     which = shutil.which
     monkeypatch.setattr(caption_metrics.shutil, "which", lambda cmd, *a, **k: None if cmd == "java" else which(cmd))

@@ -4,7 +4,7 @@ import pytest
 
 from reproductions import registry
 from reproductions.common.config import ConfigError, load_config
-from reproductions.common.rnn import RNNTranslationConfig
+from reproductions.translation.rnn import RNNTranslationConfig
 
 
 def test_preset_and_overrides_are_typed():
@@ -54,7 +54,7 @@ def test_unknown_preset_and_name():
 
 def test_a_precision_typo_is_caught_before_any_work():
     from reproductions.common.precision import PRECISIONS
-    from reproductions.common.translation_config import TrainConfig
+    from reproductions.common.sections import TrainConfig
 
     assert set(typing.get_args(typing.get_type_hints(TrainConfig)["precision"])) == set(PRECISIONS)
     with pytest.raises(ConfigError, match="train.precision.*must be one of"):

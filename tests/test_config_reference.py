@@ -46,7 +46,7 @@ def test_the_reference_names_every_key_with_type_and_default():
 
 
 def test_meanings_come_from_the_source_comments():
-    from reproductions.common.translation_config import TranslationConfig
+    from reproductions.translation.config import TranslationConfig
 
     by_key = {k.key: k for k in config_reference.keys(TranslationConfig)}
     assert by_key["train.max_steps"].meaning == "-1: no step limit"

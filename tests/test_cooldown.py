@@ -25,8 +25,8 @@ def test_cooldown_outside_zero_to_one_is_a_named_error():
 def test_steps_take_the_cooled_rate_and_the_schedule_keeps_its_own(schedule, data_root, tmp_path):
     import pytorch_lightning as pl
 
-    from reproductions.common.data.datamodule import TranslationDataModule
-    from reproductions.common.translation_module import TranslationModule
+    from reproductions.translation.data.datamodule import TranslationDataModule
+    from reproductions.translation.module import TranslationModule
 
     class RecordRates(pl.Callback):
         def __init__(self):
@@ -67,8 +67,8 @@ def test_the_plateau_schedule_steps_once_per_validation_not_at_epoch_ends(data_r
     validation twice. The schedule takes one step per validation, and nothing at epoch ends."""
     import pytorch_lightning as pl
 
-    from reproductions.common.data.datamodule import TranslationDataModule
-    from reproductions.common.translation_module import TranslationModule
+    from reproductions.translation.data.datamodule import TranslationDataModule
+    from reproductions.translation.module import TranslationModule
 
     repro = registry.get("cho2014")
     cfg = repro.load_config("tiny", ["data.train_limit=32", "data.eval_limit=8", "data.max_tokens=200",

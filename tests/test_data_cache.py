@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from reproductions.common.data.batching import BatchBudgetError, TokenBudgetBatchSampler, accumulation_for
-from reproductions.common.data.cache import TokenCache, ensure_cache
-from reproductions.common.data.corpus import training_bitext
-from reproductions.common.data.datamodule import TranslationDataModule
 from reproductions.common.data.sources import DataError
-from reproductions.common.translation_config import DataConfig
+from reproductions.translation.config import DataConfig
+from reproductions.translation.data.cache import TokenCache, ensure_cache
+from reproductions.translation.data.corpus import training_bitext
+from reproductions.translation.data.datamodule import TranslationDataModule
 
 EN = "the a man woman dog cat sees walks with in on park street house red blue old young".split()
 DE = "der die ein mann frau hund katze sieht geht mit im auf park strasse haus rot blau alt jung".split()

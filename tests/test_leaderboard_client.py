@@ -16,7 +16,7 @@ import httpx
 import pytest
 from lbsupport import Server, add_user, database, post, slice_boards
 
-from reproductions.common.metrics import corpus_scores
+from reproductions.translation.metrics import corpus_scores
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("ATTNREPRO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -118,7 +118,7 @@ def test_admin_commands_create_list_and_revoke_tokens(tmp_path):
 
 
 def test_caption_board_is_scored_with_pycocoevalcap(server, data_root):
-    from reproductions.common.caption_metrics import caption_scores
+    from reproductions.captioning.metrics import caption_scores
 
     token = add_user(server.db_url, "captioner")
     images = (data_root / "flickr8k/Flickr8k_text/Flickr_8k.testImages.txt").read_text().split()[:12]

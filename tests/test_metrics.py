@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from reproductions.common.metrics import compound_split, moses_tokenize, tok_bleu, translation_scores
+from reproductions.translation.metrics import compound_split, moses_tokenize, tok_bleu, translation_scores
 
 
 def geo(*precisions: float) -> float:
@@ -102,7 +102,7 @@ def test_vocab_decode_keeps_the_unknown_token_as_a_word():
 
 
 def test_multi30k_lc_tok_bleu_against_the_official_tokenised_references(data_root):
-    from reproductions.common.data.translation import load_split, multi30k_tok_lines
+    from reproductions.translation.data.files import load_split, multi30k_tok_lines
 
     refs = list(load_split("multi30k", "en-de", "test_2016_flickr")["tgt"])
     # the raw references through the dataset's own pipeline give its tokenised references exactly
@@ -125,7 +125,7 @@ def test_multi30k_lc_tok_bleu_against_the_official_tokenised_references(data_roo
 def test_caption_bleu_without_brevity_penalty_is_the_geometric_mean_of_precisions():
     from pycocoevalcap.bleu.bleu import Bleu
 
-    from reproductions.common.caption_metrics import coco_bleu
+    from reproductions.captioning.metrics import coco_bleu
 
     gts = {0: ["a dog runs on the grass", "a brown dog runs fast"],
            1: ["two cats sleep on a red sofa", "cats on a couch"]}

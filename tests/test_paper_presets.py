@@ -97,7 +97,7 @@ def test_moses_words_round_trip_multi30k(data_root, tmp_path):
 
 
 def test_the_training_bitext_carries_its_languages_to_word_vocabularies(data_root, tmp_path):
-    from reproductions.common.data.corpus import training_bitext
+    from reproductions.translation.data.corpus import training_bitext
 
     cfg = registry.get("bahdanau2014").load_config(
         "tiny", ["data.vocab=word", "data.joint_vocab=false", "data.vocab_size=300", "data.train_limit=400"])
@@ -111,7 +111,7 @@ def test_the_training_bitext_carries_its_languages_to_word_vocabularies(data_roo
 
 def test_subword_vocabularies_keep_their_cache_key(data_root, tmp_path):
     """BPE (every non-paper preset) is untouched: the same cache file name as before the Moses word path."""
-    from reproductions.common.data.corpus import training_bitext
+    from reproductions.translation.data.corpus import training_bitext
 
     cfg = registry.get("vaswani2017").load_config("tiny", ["data.train_limit=300", "data.vocab_size=300"])
     bitext = training_bitext(cfg.data, tmp_path)
@@ -127,9 +127,9 @@ def _first_step_gradient(tmp_path, loss_scale: str) -> tuple[torch.Tensor, int]:
     """(the gradient of the first optimiser step, before clipping; the step's target tokens) of a tiny cho2014."""
     import pytorch_lightning as pl
 
-    from reproductions.common.data.datamodule import TranslationDataModule
     from reproductions.common.data.vocab import PAD_ID
-    from reproductions.common.translation_module import TranslationModule
+    from reproductions.translation.data.datamodule import TranslationDataModule
+    from reproductions.translation.module import TranslationModule
 
     class Record(pl.Callback):
         tokens, grad = 0, None
@@ -319,7 +319,7 @@ def test_the_encoder_table_agrees_with_the_encoders():
 
 
 def test_wmt14_en_de_hypotheses_get_tensor2tensors_unicode_punctuation_and_multi30k_does_not():
-    from reproductions.common.metrics import tok_bleu, translation_scores
+    from reproductions.translation.metrics import tok_bleu, translation_scores
 
     hyps, refs = ["Er sagte: “Das ist gut…”"], ['Er sagte: "Das ist gut..."']
     wmt = translation_scores(hyps, refs, dataset="wmt14", pair="en-de", split="newstest2014")

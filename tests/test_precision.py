@@ -79,7 +79,7 @@ def test_adam_on_cuda_is_fused_unless_lightning_must_clip_its_gradients(monkeypa
     from types import SimpleNamespace
 
     from reproductions.common import optim
-    from reproductions.common.translation_config import OptimConfig
+    from reproductions.common.sections import OptimConfig
 
     made = {}
     monkeypatch.setattr(torch.optim, "Adam", lambda params, **kwargs: made.update(kwargs) or SimpleNamespace())

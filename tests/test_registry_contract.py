@@ -70,8 +70,8 @@ def test_incremental_decoding_matches_teacher_forcing(name):
 def test_one_lightning_step_on_real_data(name, data_root, tmp_path):
     import pytorch_lightning as pl
 
-    from reproductions.common.data.datamodule import TranslationDataModule
-    from reproductions.common.translation_module import TranslationModule
+    from reproductions.translation.data.datamodule import TranslationDataModule
+    from reproductions.translation.module import TranslationModule
 
     repro = registry.get(name)
     cfg = repro.load_config("tiny", ["data.train_limit=64", "data.eval_limit=8"])
@@ -91,8 +91,8 @@ def test_one_lightning_step_on_real_data(name, data_root, tmp_path):
 def test_training_batches_are_reshuffled_every_epoch(data_root, tmp_path):
     import pytorch_lightning as pl
 
-    from reproductions.common.data.datamodule import TranslationDataModule
-    from reproductions.common.translation_module import TranslationModule
+    from reproductions.translation.data.datamodule import TranslationDataModule
+    from reproductions.translation.module import TranslationModule
 
     class RecordBatches(pl.Callback):
         def __init__(self):

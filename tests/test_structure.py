@@ -72,7 +72,8 @@ def test_the_harness_and_boards_do_not_branch_on_the_task():
 
 # The rooms of the code, bottom up; a room imports only from rooms below it (so there is no circle either).
 PAPER_FOLDERS = sorted({r.folder.name for r in registry.REPRODUCTIONS.values()})
-LAYERS = [["common"], ["tasks", *PAPER_FOLDERS], ["registry"], ["paper_results", "loading"], ["leaderboards"],
+WINGS = ["translation", "captioning"]  # one per task, above the core and below the paper folders
+LAYERS = [["common"], WINGS, ["tasks", *PAPER_FOLDERS], ["registry"], ["paper_results", "loading"], ["leaderboards"],
           ["harness"]]
 
 
@@ -153,7 +154,7 @@ TOY_MODEL = '''
 from torch import nn
 
 from reproductions.common.attention import DotAttention
-from reproductions.common.rnn import RNNTranslationConfig, assemble
+from reproductions.translation.rnn import RNNTranslationConfig, assemble
 
 
 class DotContext(nn.Module):
@@ -187,8 +188,9 @@ import torch
 from torch import nn
 
 from reproductions.common.attention import masked_softmax, weighted_sum
-from reproductions.common.captioner import CaptionConfig, Captioner
-from reproductions.common.encoders import spec
+from reproductions.captioning.config import CaptionConfig
+from reproductions.captioning.decoder import Captioner
+from reproductions.captioning.encoders import spec
 
 
 class DotImageAttention(nn.Module):
@@ -234,7 +236,7 @@ def test_the_checklist_adds_a_paper_from_a_folder(tmp_path, data_root, monkeypat
     entry = registry.Reproduction(
         name="toy2099", title="DotSearch", paper="Toy et al. 2099", arxiv="0000.00000v1", task="translation",
         role="paper", baseline="cho2014", builder="toy2099.model:build",
-        config_class="reproductions.common.rnn:RNNTranslationConfig", datasets=("multi30k",), folder_path=folder)
+        config_class="reproductions.translation.rnn:RNNTranslationConfig", datasets=("multi30k",), folder_path=folder)
     registry.register(entry)
     try:
         assert registry.get("toy2099").presets() == ["tiny"]
@@ -266,7 +268,7 @@ def test_the_checklist_adds_a_captioning_paper_from_a_folder(tmp_path, data_root
     entry = registry.Reproduction(
         name="toycap2099", title="Show, Dot and Tell", paper="Toy et al. 2099", arxiv="0000.00000v1",
         task="captioning", role="paper", baseline="vinyals2015", builder="toycap2099.model:build",
-        config_class="reproductions.common.captioner:CaptionConfig", datasets=("flickr8k",), folder_path=folder)
+        config_class="reproductions.captioning.config:CaptionConfig", datasets=("flickr8k",), folder_path=folder)
     registry.register(entry)
     try:
         run = train("toycap2099", "tiny", overrides=["train.max_steps=3"], run_dir=tmp_path / "run",

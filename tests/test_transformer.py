@@ -10,7 +10,7 @@ from reproductions.common.averaging import average_checkpoints, average_state_di
 from reproductions.common.beam import beam_search
 from reproductions.common.data.vocab import BOS_ID, EOS_ID
 from reproductions.common.optim import inverse_sqrt
-from reproductions.common.translation_module import TranslationModule
+from reproductions.translation.module import TranslationModule
 from reproductions.vaswani2017.model import sinusoidal_positions
 
 

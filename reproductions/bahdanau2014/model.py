@@ -10,7 +10,7 @@ every target position i the decoder, in state s_{i-1}, scores each annotation wi
 and reads the context c_i into its next state s_i = f(s_{i-1}, y_{i-1}, c_i) and into the deep maxout output
 (App. A.2.2); the first state is s_0 = tanh(W_s <-h_1). `AttentionContext` below is that block; the encoder,
 decoder and output, shared with RNNencdec (`reproductions/cho2014`, which fixes c_i instead), are in
-`reproductions.common.rnn`. U_a h_j does not depend on i, so it is computed once per sentence.
+`reproductions.translation.rnn`. U_a h_j does not depend on i, so it is computed once per sentence.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..common.attention import AdditiveAttention, masked_softmax, weighted_sum
-from ..common.rnn import Encoded, RNNEncoderDecoder, RNNTranslationConfig, assemble
+from ..translation.rnn import Encoded, RNNEncoderDecoder, RNNTranslationConfig, assemble
 
 
 class AttentionContext(nn.Module):

@@ -6,7 +6,7 @@ A GRU encoder reads the source; its last hidden state h_T is squeezed into one f
     c = tanh(V h_T)                                  (Cho et al. §2.2, App. A.1)
 
 which starts the decoder, s_0 = tanh(V' c), and is its context at every step: c_i = c for all i. Embeddings,
-decoder, maxout output, vocabulary and training are those of RNNsearch (`reproductions.common.rnn`);
+decoder, maxout output, vocabulary and training are those of RNNsearch (`reproductions.translation.rnn`);
 Bahdanau et al. App. A.2.2: "the model becomes RNN Encoder-Decoder if we fix c_i". `FixedContext` below is
 that block; RNNsearch's `AttentionContext` (`reproductions/bahdanau2014`) is the only other difference,
 besides the encoder reading in one direction.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common.rnn import Encoded, RNNEncoderDecoder, RNNTranslationConfig, assemble
+from ..translation.rnn import Encoded, RNNEncoderDecoder, RNNTranslationConfig, assemble
 
 
 class FixedContext(nn.Module):

@@ -19,7 +19,7 @@ from ..common.beam import log_softmax_fp32
 from ..common.config import ConfigError
 from ..common.data.vocab import PAD_ID
 from ..common.dropout import Dropout
-from ..common.translation_config import TranslationConfig
+from ..translation.config import TranslationConfig
 
 
 @dataclass

@@ -9,7 +9,7 @@ The image I, through the CNN and an embedding W_I, is the LSTM's input once, bef
 so the LSTM sees the image only at t = -1 and must carry everything it needs about it in its state: the
 fixed-vector bottleneck that attention removes. `FixedImage` below is that block (here CNN(I) is the mean of
 the encoder's feature map, the same features the attention models attend over). The embeddings, LSTM, output
-layer and vocabulary are those of `reproductions.xu2015` (`reproductions.common.captioner`).
+layer and vocabulary are those of `reproductions.xu2015` (`reproductions.captioning.decoder`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reproductions.common.captioner import CaptionConfig, Captioner, CaptionLossConfig, CaptionModelConfig
-from reproductions.common.encoders import spec
+from reproductions.captioning.config import CaptionConfig, CaptionLossConfig, CaptionModelConfig
+from reproductions.captioning.decoder import Captioner
+from reproductions.captioning.encoders import spec
 
 
 class FixedImage(nn.Module):

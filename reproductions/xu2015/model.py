@@ -19,7 +19,7 @@ initial state is h_0, c_0 = f_init(mean_i a_i) (§3.1.2). The two phi of the pap
 
 The registry's `xu2015` entry fixes `model.context=soft`, `xu2015-hard` fixes `model.context=hard`. The
 embeddings, LSTM, deep output and vocabulary are shared with the Show and Tell baseline
-(`reproductions.vinyals2015`, whose block feeds the image once instead) in `reproductions.common.captioner`.
+(`reproductions.vinyals2015`, whose block feeds the image once instead) in `reproductions.captioning.decoder`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reproductions.captioning.config import CaptionConfig, CaptionLossConfig, CaptionModelConfig
+from reproductions.captioning.decoder import Captioner
+from reproductions.captioning.encoders import spec
 from reproductions.common.attention import AdditiveAttention, masked_softmax, weighted_sum
-from reproductions.common.captioner import CaptionConfig, Captioner, CaptionLossConfig, CaptionModelConfig
 from reproductions.common.dropout import Dropout
-from reproductions.common.encoders import spec
 
 
 def doubly_stochastic_penalty(alphas: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data.vocab import PAD_ID, Vocab
-from .lightning_base import AttnreproModule
+from ..common.data.vocab import PAD_ID, Vocab
+from ..common.lightning_base import AttnreproModule
 
 
 class TranslationModule(AttnreproModule):

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from ...common.data.batching import TokenBudgetBatchSampler
+from ...common.data.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK, Vocab
+from ...common.io import atomic_write_text
 from ..encoders import FeatureStore, cached_features, feature_device, require_encoder
-from ..io import atomic_write_text
-from .batching import TokenBudgetBatchSampler
 from .captions import CaptionSplit, checksums, load_captions
-from .vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK, Vocab
 
 CAPTION_VOCAB_FORMAT = 2  # 2: whitespace pre-tokenization (1 split punctuation off Metaspace words)
 

@@ -11,9 +11,9 @@ Adding a task: subclass `Task` in a new module and add an instance to `TASKS`.
 
 from __future__ import annotations
 
-from .base import Column, Task
-from .captioning import CaptioningTask
-from .translation import TranslationTask
+from .captioning.task import CaptioningTask
+from .common.task import Column, Task
+from .translation.task import TranslationTask
 
 TASKS: dict[str, Task] = {task.name: task for task in (TranslationTask(), CaptioningTask())}
 

@@ -200,7 +200,7 @@ def multi30k_lc_tok_bleu(hyps: list[str], pair: str, split: str, n_refs: int) ->
     hypotheses go through the dataset's own pipeline (lowercase, normalize-punctuation, tokenizer -l LANG).
     `n_refs` (the scored references) may be fewer than the file's lines when `data.eval_limit` cut the split:
     like the raw references, the first lines are used."""
-    from .data.translation import multi30k_tok_lines
+    from .data.files import multi30k_tok_lines
 
     tgt = pair.split("-")[1]
     try:
@@ -217,7 +217,7 @@ def multi30k_lc_tok_bleu(hyps: list[str], pair: str, split: str, n_refs: int) ->
 def no_unk_flags(src_vocab, tgt_vocab, srcs: list[str], refs: list[str]) -> list[bool]:
     """Per sentence: neither its source nor its reference holds a word outside the model's vocabularies
     (Bahdanau et al. Table 1's "No UNK" sentences)."""
-    from .data.vocab import UNK_ID
+    from ..common.data.vocab import UNK_ID
 
     src_ids, ref_ids = src_vocab.encode_batch(srcs), tgt_vocab.encode_batch(refs)
     return [UNK_ID not in s and UNK_ID not in r for s, r in zip(src_ids, ref_ids)]

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_json, file_sha256
+from ...common.data.vocab import Vocab
+from ...common.io import atomic_write_json, file_sha256
 from .corpus import Bitext
-from .vocab import Vocab
 
 FORMAT = 1
 FILES = ("src.ids", "tgt.ids", "src.offsets", "tgt.offsets", "src.lengths", "tgt.lengths")

@@ -1,36 +1,13 @@
-"""Config sections shared by every translation reproduction (data, optimiser, training, decoding).
+"""Config sections every task shares: the optimiser and training (a budget in work, precision, checkpoints).
 
-Each reproduction adds its own `model` section; see `reproductions/common/rnn.py` and the paper folders.
+Each task adds its data and decoding sections (`reproductions.translation.config`,
+`reproductions.captioning.config`) and each reproduction its `model` section.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
-
-ALL_MULTI30K_TESTS = ["test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr"]
-
-
-@dataclass
-class DataConfig:
-    dataset: Literal["multi30k", "wmt14"] = "multi30k"
-    pair: str = "en-de"  # src-tgt, any two of en/de/fr/cs for Multi30k
-    train_split: str = "train"
-    val_split: str = "val"
-    test_splits: list[str] = field(default_factory=lambda: list(ALL_MULTI30K_TESTS))  # absent ones are skipped
-    train_limit: int | None = None  # keep the first N training pairs (tests and smoke runs)
-    eval_limit: int | None = None  # keep the first N pairs of the validation and test splits
-    max_len: int = 50  # training pairs with a side longer than this many tokens are dropped
-    vocab: Literal["bpe", "word"] = "bpe"  # joint subwords, or the paper's per-language word shortlist
-    vocab_size: int = 8000
-    joint_vocab: bool = True  # one vocabulary for both languages (subwords); False: one per language
-    max_tokens: int | None = 4000  # token budget per batch (max(src, tgt) length x sentences)
-    batch_sentences: int | None = None  # fixed number of sentences per batch instead (paper: 80)
-    bucket_batches: int = 20  # sort this many batches' worth of pairs by length at a time (paper §4.2)
-    num_workers: int = 0  # DataLoader worker processes per rank (batches of the token cache are cheap to build)
-    source: str = "hub"  # WMT14 train: 'hub' (HF wmt/wmt14), or a folder of its Parquet shards or of train.SRC/TGT
-    hub_revision: str | None = None  # commit of wmt/wmt14 on the hub (None: main; runs record the commit used)
-    vocab_every: int = 1  # train the vocabulary on every N-th training pair (1: all of them)
 
 
 @dataclass
@@ -84,7 +61,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Checks across keys, run once the whole config is loaded (config.validate)."""
-        from .config import ConfigError
+        from ..common.config import ConfigError
 
         if self.average_last > 0 and not (self.checkpoint_every_n_steps or self.checkpoint_every_minutes):
             raise ConfigError(f"train.average_last={self.average_last} needs train.checkpoint_every_n_steps "
@@ -92,24 +69,3 @@ class TrainConfig:
         if not (self.resume_every_n_steps or self.resume_every_minutes):
             raise ConfigError("give train.resume_every_n_steps (or train.resume_every_minutes): "
                               "the period of checkpoints/resume.ckpt")
-
-
-@dataclass
-class DecodeConfig:
-    beam: int = 5  # 1: greedy
-    length_penalty: float = 1.0  # alpha of ((5 + |y|) / 6) ** alpha (Wu et al. 2016); 0: none
-    max_len_a: float = 1.5  # hypotheses stop at a * source length + b tokens
-    max_len_b: int = 10
-    min_len: int = 1  # tokens before </s> at least (fairseq's --min-len); 0 lets a hypothesis be empty
-    batch_size: int = 64  # sentences decoded together
-    length_buckets: list[int] = field(default_factory=lambda: [0, 10, 15, 20, 25, 30, 40, 50])
-
-
-@dataclass
-class TranslationConfig:
-    """The shared sections; each reproduction subclasses it and adds its typed `model` section."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)

@@ -15,8 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import file_sha256
-from .sources import (
+from ...common.data.sources import (
     GITHUB_RAW,
     DataError,
     DataFile,
@@ -27,6 +26,7 @@ from .sources import (
     read_lines,
     source_url,
 )
+from ...common.io import file_sha256
 
 # shagunsodhani/Image-Caption-Generator@7877ec6 holds the official Flickr8k text files unchanged.
 _F8K_URL = (
@@ -189,7 +189,7 @@ def load_karpathy(json_path: str | None, split: str, images_dir: str | None) -> 
 
 
 def load_captions(cfg, split: str) -> CaptionSplit:
-    """The split named by a caption data config (`reproductions.common.captioner.CaptionDataConfig`)."""
+    """The split named by a caption data config (`reproductions.captioning.config.CaptionDataConfig`)."""
     if cfg.dataset == "flickr8k":
         data = load_flickr8k(split, cfg.images_dir)
     else:

@@ -6,7 +6,7 @@ Files are found and verified by `sources.resolve` (data root from `ATTNREPRO_DAT
 
 from __future__ import annotations
 
-from .sources import DataError, DataFile, data_root, read_lines
+from ...common.data.sources import DataError, DataFile, data_root, read_lines
 
 MULTI30K_COMMIT = "a3d2e0d26b56f3846f66a952536ffed4e401d05a"
 MULTI30K_SPLITS = ("train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Column, Task
+from ..common.task import Column, Task
 
 SAMPLES = 3  # test sentences drawn with their attention in a run's figures
 TABLE_ROWS = 20  # sample outputs in the W&B table
@@ -32,7 +32,7 @@ class TranslationTask(Task):
 
     def check_data(self, cfg) -> None:
         from reproductions.common.data.sources import resolve
-        from reproductions.common.data.translation import files_of
+        from reproductions.translation.data.files import files_of
 
         d = cfg.data
         splits = [d.val_split, *d.test_splits]  # the test splits too: scored after training, found missing now
@@ -46,14 +46,14 @@ class TranslationTask(Task):
         """sacreBLEU and sacremoses are Python dependencies: nothing outside Python to check."""
 
     def data_module(self, cfg, seed: int, cache_dir: Path):
-        from reproductions.common.data.datamodule import TranslationDataModule
+        from reproductions.translation.data.datamodule import TranslationDataModule
 
         data = TranslationDataModule(cfg.data, seed=seed, cache_dir=cache_dir)
         data.load()
         return data
 
     def lightning_module(self, repro, cfg, data):
-        from reproductions.common.translation_module import TranslationModule
+        from reproductions.translation.module import TranslationModule
 
         model = repro.build(cfg, len(data.src_vocab), len(data.tgt_vocab))
         return TranslationModule(model, cfg, repro.name, data.src_vocab, data.tgt_vocab)
@@ -76,10 +76,10 @@ class TranslationTask(Task):
         return repro.build(cfg, len(src_vocab), len(tgt_vocab)), src_vocab, tgt_vocab
 
     def evaluate(self, loaded, run_dir, splits, device, logger=None):
-        from reproductions.common.data.translation import checksums, load_split, split_available
-        from reproductions.common.decoding import translate_texts
         from reproductions.common.io import atomic_write_text
-        from reproductions.common.metrics import no_unk_flags, translation_scores
+        from reproductions.translation.data.files import checksums, load_split, split_available
+        from reproductions.translation.decoding import translate_texts
+        from reproductions.translation.metrics import no_unk_flags, translation_scores
 
         cfg = loaded.cfg
         decode, data = cfg.decode, cfg.data
@@ -117,10 +117,10 @@ class TranslationTask(Task):
         return results, skipped
 
     def run_figures(self, loaded, run_dir, out, splits):
-        from reproductions.common.data.translation import load_split
-        from reproductions.common.decoding import translate_texts
         from reproductions.common.plots import attention_heatmap, bleu_by_length_plot
         from reproductions.common.submissions import read_hyp_lines
+        from reproductions.translation.data.files import load_split
+        from reproductions.translation.decoding import translate_texts
 
         figures: dict[str, list[Path]] = {}
         if not splits:
@@ -155,8 +155,8 @@ class TranslationTask(Task):
         from sacrebleu.metrics import BLEU
         from sacrebleu.significance import PairedTest
 
-        from reproductions.common.data.translation import load_split
         from reproductions.common.submissions import read_hyp_lines
+        from reproductions.translation.data.files import load_split
 
         hyp_a, hyp_b = self.hyps_path(paper_run, split), self.hyps_path(base_run, split)
         if not (hyp_a.is_file() and hyp_b.is_file()):
@@ -183,6 +183,6 @@ class TranslationTask(Task):
         return parse_translation_outputs(data, board.segments, what=source, max_line_chars=board.limits.max_line_chars)
 
     def score(self, hyps, refs):
-        from reproductions.common.metrics import corpus_scores
+        from reproductions.translation.metrics import corpus_scores
 
         return corpus_scores(hyps, refs)

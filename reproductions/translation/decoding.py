@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .beam import Hypothesis, beam_search
-from .data.vocab import EOS_ID, PAD_ID, Vocab
-from .precision import autocast
-from .translation_config import DecodeConfig
+from ..common.beam import Hypothesis, beam_search
+from ..common.data.vocab import EOS_ID, PAD_ID, Vocab
+from ..common.precision import autocast
+from .config import DecodeConfig
 
 
 def translate_texts(

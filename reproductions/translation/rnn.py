@@ -18,10 +18,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .beam import log_softmax_fp32
-from .data.vocab import PAD_ID
-from .dropout import Dropout
-from .translation_config import TranslationConfig
+from ..common.beam import log_softmax_fp32
+from ..common.data.vocab import PAD_ID
+from ..common.dropout import Dropout
+from .config import TranslationConfig
 
 
 @dataclass

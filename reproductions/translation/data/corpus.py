@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import atomic_write_json
-from .sources import DataError
-from .translation import checksums, load_split, parse_pair
+from ...common.data.sources import DataError
+from ...common.io import atomic_write_json
+from .files import checksums, load_split, parse_pair
 
 CHUNK = 20_000  # pairs read, tokenised and written at a time
 HUB_REPO = "wmt/wmt14"

@@ -17,13 +17,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from ..rundir import is_rank_zero
-from ..translation_config import DataConfig
-from .batching import BatchBudgetError, TokenBudgetBatchSampler, accumulation_for, collate_pairs
+from ...common.data.batching import BatchBudgetError, TokenBudgetBatchSampler, accumulation_for, collate_pairs
+from ...common.data.vocab import Vocab, vocabs_for_corpus
+from ...common.rundir import is_rank_zero
+from ..config import DataConfig
 from .cache import TokenCache, ensure_cache
 from .corpus import training_bitext
-from .translation import checksums, load_split
-from .vocab import Vocab, vocabs_for_corpus
+from .files import checksums, load_split
 
 
 class ListDataset(torch.utils.data.Dataset):

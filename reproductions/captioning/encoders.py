@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import AttnreproError
-from .io import atomic_path, atomic_write_json
+from ..common.errors import AttnreproError
+from ..common.io import atomic_path, atomic_write_json
 
 CACHE_FORMAT = 1
 

@@ -1,6 +1,6 @@
 """Captioning under Lightning: the training loop shared by Show and Tell and both Show, Attend and Tell
 variants. It calls the model, adds the context block's own loss term and logs; the maths is in
-`captioner.py`, the data in `data/caption_datamodule.py`.
+`decoder.py`, the data in `data/datamodule.py`.
 
 The loss is the per-word negative log-likelihood plus the context block's term (soft: lambda * Eq. 14; hard:
 the REINFORCE surrogate of Eq. 12), both summed per caption and divided by the number of words, like the
@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .captioner import CaptionConfig
-from .data.vocab import PAD_ID, Vocab
-from .lightning_base import AttnreproModule
+from ..common.data.vocab import PAD_ID, Vocab
+from ..common.lightning_base import AttnreproModule
+from .config import CaptionConfig
 
 VAL_BLEU_BATCH = 100  # images decoded together for val/bleu4
 
@@ -68,8 +68,8 @@ class CaptionModule(AttnreproModule):
         """BLEU-4 (x100) of greedy captions of the validation images against their references, lower-cased
         and split on whitespace (pycocoevalcap's BLEU without its Java tokenizer).
         DEVIATION: greedy decoding for speed; the test splits are scored with beam search."""
-        from .beam import beam_search
-        from .caption_metrics import coco_bleu
+        from ..common.beam import beam_search
+        from .metrics import coco_bleu
 
         hyps = []
         for start in range(0, len(rows), VAL_BLEU_BATCH):

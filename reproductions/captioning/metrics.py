@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from importlib import metadata
 
-from .errors import AttnreproError
+from ..common.errors import AttnreproError
 
 SPICE_UNAVAILABLE = ("SPICE needs the Stanford CoreNLP models that pycocoevalcap downloads on first use; "
                      "attnrepro runs offline, so SPICE is not computed (it is not zero)")
