@@ -17,8 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
-from reproductions.common.data import captions, translation
+from reproductions.captioning.data import captions
 from reproductions.common.data.sources import GITHUB_RAW
+from reproductions.translation.data import files as translation
 
 
 def public_layout(root: Path, images: list[str] | None = None) -> dict[str, Path]:

@@ -6,6 +6,7 @@ import torch
 from reproductions import registry
 from reproductions.common.beam import beam_search, length_penalty
 from reproductions.common.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from reproductions.translation.config import TranslationDecodeConfig as Decode
 
 A, B = 4, 5
 
@@ -30,8 +31,8 @@ class MarkovToy:
 
 def test_beam_finds_the_better_sentence_that_greedy_misses():
     src = torch.tensor([[7, 8, EOS_ID]])
-    greedy = beam_search(MarkovToy(), src, beam=1, alpha=0.0)[0]
-    beam = beam_search(MarkovToy(), src, beam=2, alpha=0.0, keep_attention=True)[0]
+    greedy = beam_search(MarkovToy(), src, Decode(beam=1, length_penalty=0.0))[0]
+    beam = beam_search(MarkovToy(), src, Decode(beam=2, length_penalty=0.0), keep_attention=True)[0]
     assert greedy.tokens == [A] and math.isclose(greedy.score, math.log(0.6 * 0.4), rel_tol=1e-6)
     assert beam.tokens == [B] and math.isclose(beam.score, math.log(0.4 * 0.9), rel_tol=1e-6)
     assert beam.attention.shape == (2, 3)  # one row per emitted token, </s> included
@@ -46,11 +47,11 @@ class EndsAtOnce(MarkovToy):
 @pytest.mark.parametrize("beam", [1, 3])
 def test_min_len_bars_the_empty_hypothesis_and_zero_allows_it(beam):
     src = torch.tensor([[7, 8, EOS_ID]])
-    empty = beam_search(EndsAtOnce(), src, beam=beam, alpha=0.6, min_len=0)[0]
+    empty = beam_search(EndsAtOnce(), src, Decode(beam=beam, length_penalty=0.6, min_len=0))[0]
     assert empty.tokens == [] and math.isclose(empty.score, math.log(0.7), rel_tol=1e-6)  # lp(1) = 1
-    hyp = beam_search(EndsAtOnce(), src, beam=beam, alpha=0.0)[0]  # min_len=1, the default
+    hyp = beam_search(EndsAtOnce(), src, Decode(beam=beam, length_penalty=0.0))[0]  # min_len=1, the default
     assert hyp.tokens == [A] and math.isclose(hyp.score, math.log(0.2 * 0.8), rel_tol=1e-6)
-    two = beam_search(EndsAtOnce(), src, beam=beam, alpha=0.0, min_len=2)[0]
+    two = beam_search(EndsAtOnce(), src, Decode(beam=beam, length_penalty=0.0, min_len=2))[0]
     assert two.tokens == [A, B] and math.isclose(two.score, math.log(0.2 * 0.2), rel_tol=1e-6)
 
 
@@ -63,10 +64,10 @@ def _tiny_rnnsearch(vocab=30):
 def test_batched_beam_equals_one_sentence_at_a_time_and_scores_are_true_log_probs():
     model = _tiny_rnnsearch()
     src = torch.tensor([[5, 9, 12, 7, EOS_ID], [6, 11, EOS_ID, PAD_ID, PAD_ID], [8, EOS_ID, PAD_ID, PAD_ID, PAD_ID]])
-    batched = beam_search(model, src, beam=4, alpha=0.6, max_len_b=6)
+    batched = beam_search(model, src, Decode(beam=4, length_penalty=0.6, max_len_b=6))
     for row, hyp in enumerate(batched):
-        alone = beam_search(model, src[row : row + 1, : int((src[row] != PAD_ID).sum())], beam=4, alpha=0.6,
-                            max_len_b=6)[0]
+        alone = beam_search(model, src[row : row + 1, : int((src[row] != PAD_ID).sum())],
+                            Decode(beam=4, length_penalty=0.6, max_len_b=6))[0]
         assert alone.tokens == hyp.tokens
         assert math.isclose(alone.score, hyp.score, rel_tol=1e-4, abs_tol=1e-4)
         # The reported score is the model's own log p(y | x), normalised by the length penalty.
@@ -81,7 +82,7 @@ def test_batched_beam_equals_one_sentence_at_a_time_and_scores_are_true_log_prob
 def test_hypotheses_respect_the_length_limit():
     model = _tiny_rnnsearch()
     src = torch.tensor([[5, 9, EOS_ID]])
-    hyp = beam_search(model, src, beam=3, max_len_a=1.0, max_len_b=2)[0]
+    hyp = beam_search(model, src, Decode(beam=3, max_len_a=1.0, max_len_b=2))[0]
     assert len(hyp.tokens) + 1 <= 1.0 * 3 + 2 + 1
 
 
@@ -108,8 +109,8 @@ def test_cached_decoding_gives_the_hypotheses_of_recomputing_every_prefix(name, 
     model = repro.build(repro.load_config("tiny", ["model.dropout=0.0"]), vocab, vocab)
     model = model.double().eval()  # float64: no near-tie between candidates is decided by rounding
     src = _random_sources(vocab)
-    cached = beam_search(model, src, beam=beam, alpha=0.6, max_len_b=8)
-    recomputed = beam_search(model, src, beam=beam, alpha=0.6, max_len_b=8, cached=False)
+    cached = beam_search(model, src, Decode(beam=beam, length_penalty=0.6, max_len_b=8))
+    recomputed = beam_search(model, src, Decode(beam=beam, length_penalty=0.6, max_len_b=8), cached=False)
     assert [h.tokens for h in cached] == [h.tokens for h in recomputed]
     assert max(len(h.tokens) for h in cached) >= 10, "degenerate test: the cache is hardly used"
     assert len({tuple(h.tokens) for h in cached}) == len(cached)

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from reproductions import registry
+from reproductions.captioning import encoders
 from reproductions.captioning.config import CaptionLossConfig
 from reproductions.captioning.data.captions import load_captions, load_karpathy
 from reproductions.captioning.module import CaptionModule
-from reproductions.common import encoders
 from reproductions.common.data.sources import DataError
 from reproductions.common.data.vocab import BOS_ID, PAD_ID
 from reproductions.xu2015.model import HardAttention, doubly_stochastic_penalty, reinforce_loss
@@ -507,6 +507,7 @@ def test_attention_captioner_learns_a_synthetic_image_to_caption_mapping(name):
     """Six synthetic 'images': noise at every location but one, which holds the image's own pattern; each
     image has its own three-word caption. Greedy decoding must reproduce all six within 300 CPU steps (both
     variants solve it in 25-50)."""
+    from reproductions.captioning.config import CaptionDecodeConfig
     from reproductions.common.beam import beam_search
 
     torch.manual_seed(0)
@@ -532,7 +533,7 @@ def test_attention_captioner_learns_a_synthetic_image_to_caption_mapping(name):
         if step % 10 == 0:
             module.eval()
             with torch.no_grad():
-                hyps = beam_search(module.model, features, beam=1, alpha=0.0, max_len_a=0.0, max_len_b=5)
+                hyps = beam_search(module.model, features, CaptionDecodeConfig(beam=1, max_len=5))
             if [h.tokens for h in hyps] == captions.tolist():
                 break
     assert [h.tokens for h in hyps] == captions.tolist(), f"not learned in {step} steps"

@@ -4,10 +4,10 @@ import shutil
 
 import pytest
 
-from reproductions.common.data import translation
 from reproductions.common.data.batching import TokenBudgetBatchSampler, collate_pairs
 from reproductions.common.data.sources import DataError
 from reproductions.common.data.vocab import BOS_ID, EOS_ID, PAD_ID, build_vocabs
+from reproductions.translation.data import files as translation
 
 
 def test_multi30k_splits_are_read_with_their_sizes(data_root):

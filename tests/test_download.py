@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from mirror import Mirror, public_layout
 
-from reproductions.common.data import captions, translation
+from reproductions.captioning.data import captions
 from reproductions.common.data.sources import DataError, resolve
 from reproductions.common.io import file_sha256
+from reproductions.translation.data import files as translation
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from reproductions import registry
 from reproductions.common.beam import beam_search
 from reproductions.common.data.vocab import BOS_ID, EOS_ID
+from reproductions.translation.config import TranslationDecodeConfig
 
 VOCAB, STEPS = 16, 400
 
@@ -44,7 +45,7 @@ def train_reverse(name: str) -> tuple[torch.nn.Module, float]:
 def test_rnnsearch_learns_to_reverse():
     model, loss = train_reverse("bahdanau2014")
     src, _, tgt_out = reverse_batch(torch.Generator().manual_seed(123), batch=100)
-    hyps = beam_search(model, src, beam=1)
+    hyps = beam_search(model, src, TranslationDecodeConfig(beam=1))
     exact = sum(h.tokens == t[:-1].tolist() for h, t in zip(hyps, tgt_out))
     assert exact >= 90, f"only {exact}/100 held-out sequences reversed exactly (final loss {loss:.3f})"
 

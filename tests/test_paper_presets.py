@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from reproductions import registry
+from reproductions.captioning import task as captioning
 from reproductions.common import averaging
-from reproductions.common.data import translation
 from reproductions.common.data.sources import DataError
 from reproductions.common.data.vocab import (
     MOSES_KEY,
@@ -24,7 +24,7 @@ from reproductions.common.data.vocab import (
     train_vocab,
     vocabs_for_corpus,
 )
-from reproductions.tasks import captioning
+from reproductions.translation.data import files as translation
 
 RNN_PAPER_PRESETS = ("paper", "paper30", "paper_ende")
 
@@ -302,7 +302,7 @@ def test_the_encoder_weights_are_checked_and_named(tmp_path, monkeypatch):
 
 
 def test_the_encoder_table_agrees_with_the_encoders():
-    from reproductions.common import encoders
+    from reproductions.captioning import encoders
 
     assert set(captioning._ENCODER_NEEDS) == set(encoders.ENCODERS)
     for name, (module, _, _) in encoders._LITE.items():

@@ -10,6 +10,7 @@ from reproductions.common.averaging import average_checkpoints, average_state_di
 from reproductions.common.beam import beam_search
 from reproductions.common.data.vocab import BOS_ID, EOS_ID
 from reproductions.common.optim import inverse_sqrt
+from reproductions.translation.config import TranslationDecodeConfig
 from reproductions.translation.module import TranslationModule
 from reproductions.vaswani2017.model import sinusoidal_positions
 
@@ -130,7 +131,7 @@ def test_transformer_learns_to_copy():
         optimizer.step()
     model.eval()
     src, _, _ = copy_batch(100)
-    hyps = beam_search(model, src, beam=1)
+    hyps = beam_search(model, src, TranslationDecodeConfig(beam=1))
     exact = sum(h.tokens == s[:-1].tolist() for h, s in zip(hyps, src))
     assert exact >= 90, f"only {exact}/100 copied exactly (final loss {loss.item():.3f})"
 

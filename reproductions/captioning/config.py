@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..common.sections import OptimConfig, TrainConfig
+from ..common.sections import DecodeConfig, OptimConfig, TrainConfig
 
 
 @dataclass
@@ -67,12 +67,17 @@ class CaptionLossConfig:
 
 
 @dataclass
-class CaptionDecodeConfig:
+class CaptionDecodeConfig(DecodeConfig):
+    """The shared decoding keys with the captioning defaults, and a fixed length limit (an image has no length
+    to scale one by)."""
+
     beam: int = 3
-    length_penalty: float = 0.0  # alpha of ((5 + |y|) / 6) ** alpha; 0 ranks by log-probability
-    max_len: int = 30
-    min_len: int = 1  # words before </s> at least; 0 lets a caption be empty
+    length_penalty: float = 0.0  # rank by log-probability
     batch_size: int = 50
+    max_len: int = 30  # words at most
+
+    def max_tokens(self, src_len):
+        return src_len.new_full(src_len.shape, self.max_len)
 
 
 @dataclass

@@ -11,6 +11,8 @@ captions the validation images greedily and logs val/bleu4, the metric the paper
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
@@ -71,11 +73,11 @@ class CaptionModule(AttnreproModule):
         from ..common.beam import beam_search
         from .metrics import coco_bleu
 
+        greedy = dataclasses.replace(self.cfg.decode, beam=1, length_penalty=0.0)
         hyps = []
         for start in range(0, len(rows), VAL_BLEU_BATCH):
             features = store[rows[start:start + VAL_BLEU_BATCH]].to(self.device)
-            best = beam_search(self.model, features, beam=1, alpha=0.0, max_len_a=0.0,
-                               max_len_b=self.cfg.decode.max_len, min_len=self.cfg.decode.min_len)
+            best = beam_search(self.model, features, greedy)
             hyps += [self.vocab.decode(h.tokens).lower() or "." for h in best]
         gts = {i: [" ".join(r.lower().split()) for r in rs] for i, rs in enumerate(refs)}
         bleu = coco_bleu(gts, {i: [h] for i, h in enumerate(hyps)})["bleu"][3]

@@ -260,8 +260,7 @@ def caption_features(model, vocab, features, decode, device: str = "cpu", keep_a
     starts = range(0, len(features), decode.batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
         batch = features[start:start + decode.batch_size].to(device)
-        best = beam_search(model, batch, beam=decode.beam, alpha=decode.length_penalty, max_len_a=0.0,
-                           max_len_b=decode.max_len, keep_attention=keep_attention, min_len=decode.min_len)
+        best = beam_search(model, batch, decode, keep_attention=keep_attention)
         hyps.extend(best)
         texts.extend(vocab.decode(h.tokens) for h in best)
     return texts, hyps

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .data.vocab import BOS_ID, EOS_ID, PAD_ID
+from .sections import DecodeConfig
 
 
 @dataclass
@@ -64,48 +65,42 @@ class RecomputePrefix:
 
 
 @torch.no_grad()
-def beam_search(
-    model,
-    src: torch.Tensor,
-    beam: int = 5,
-    alpha: float = 1.0,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    keep_attention: bool = False,
-    cached: bool = True,
-    min_len: int = 1,
-) -> list[Hypothesis]:
-    """src (B, S) token ids padded with PAD_ID -> the best hypothesis per sentence. A float `src` (image
-    features, B x L x D) has no length: its hypotheses stop at `max_len_b` tokens. `cached=False` decodes
-    through `RecomputePrefix(model)`. `min_len` tokens at least precede `</s>` (0 allows an empty hypothesis),
-    except where a sentence's length limit forces the end."""
+def beam_search(model, src: torch.Tensor, decode: DecodeConfig, keep_attention: bool = False,
+                cached: bool = True) -> list[Hypothesis]:
+    """src (B, S) token ids padded with PAD_ID, or image features (B, L, D) -> the best hypothesis per input,
+    decoded with `decode` (beam, length_penalty, min_len; `decode.max_tokens` bounds each output by its
+    input's length, 0 for features). `min_len` tokens at least precede `</s>` (0 allows an empty hypothesis),
+    except where an output's length limit forces the end. `cached=False` decodes through
+    `RecomputePrefix(model)`."""
     if not cached:
         model = RecomputePrefix(model)
     batch, device = src.size(0), src.device
-    sentence_max = _sentence_limits(model, src, max_len_a, max_len_b)  # (B,)
+    sentence_max = _sentence_limits(model, src, decode)  # (B,)
     max_len = int(sentence_max.max().item())
+    beam = decode.beam
     state = _reorder(model.start(src), torch.arange(batch, device=device).repeat_interleave(beam), source_too=True)
     beams = _Beams.start(batch, beam, device)
     for t in range(max_len + 1):
         log_probs, state, attention = model.step(state, beams.y_prev)  # (B*K, V)
-        _bar_tokens(log_probs, t < min_len, (t >= sentence_max).repeat_interleave(beam))
+        _bar_tokens(log_probs, t < decode.min_len, (t >= sentence_max).repeat_interleave(beam))
         top_scores, origin, token = beams.candidates(log_probs)
         if attention is not None and keep_attention:
             beams.add_attention(attention)
-        beams.finish(top_scores, origin, token, alpha)
+        beams.finish(top_scores, origin, token, decode.length_penalty)
         if beams.done.all() or t == max_len:
             break
         state = _reorder(state, beams.advance(top_scores, origin, token))
     return beams.best()
 
 
-def _sentence_limits(model, src: torch.Tensor, max_len_a: float, max_len_b: int) -> torch.Tensor:
-    """The most tokens each sentence may have: a * |x| + b (a float `src`, image features, has no length)."""
+def _sentence_limits(model, src: torch.Tensor, decode: DecodeConfig) -> torch.Tensor:
+    """The most tokens each output may have (`decode.max_tokens` of its input's length; a float `src`, image
+    features, has length 0)."""
     if src.is_floating_point():
         src_len = torch.zeros(src.size(0), dtype=torch.long, device=src.device)
     else:
         src_len = (src != PAD_ID).sum(1)  # (B,)
-    sentence_max = (max_len_a * src_len + max_len_b).long()
+    sentence_max = decode.max_tokens(src_len)
     if hasattr(model, "max_decode_len"):  # e.g. a Transformer's table of positions
         sentence_max = sentence_max.clamp(max=model.max_decode_len)
     return sentence_max

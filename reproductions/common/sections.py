@@ -1,4 +1,5 @@
-"""Config sections every task shares: the optimiser and training (a budget in work, precision, checkpoints).
+"""Config sections every task shares: the optimiser, training (a budget in work, precision, checkpoints) and
+decoding (the keys of beam search; each task adds how long an output may be).
 
 Each task adds its data and decoding sections (`reproductions.translation.config`,
 `reproductions.captioning.config`) and each reproduction its `model` section.
@@ -7,7 +8,10 @@ Each task adds its data and decoding sections (`reproductions.translation.config
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -69,3 +73,18 @@ class TrainConfig:
         if not (self.resume_every_n_steps or self.resume_every_minutes):
             raise ConfigError("give train.resume_every_n_steps (or train.resume_every_minutes): "
                               "the period of checkpoints/resume.ckpt")
+
+
+@dataclass
+class DecodeConfig:
+    """Beam search's settings, one set of keys for every task: `common.beam.beam_search(model, src, decode)`.
+    Each task's subclass sets its defaults and how long an output may be (`max_tokens`)."""
+
+    beam: int = 5  # 1: greedy
+    length_penalty: float = 1.0  # alpha of ((5 + |y|) / 6) ** alpha (Wu et al. 2016); 0 ranks by log-probability
+    min_len: int = 1  # tokens before </s> at least (fairseq's --min-len); 0 lets an output be empty
+    batch_size: int = 64  # inputs decoded together
+
+    def max_tokens(self, src_len: torch.Tensor) -> torch.Tensor:
+        """The most tokens each output may have, from its input's length (B,) (0 for an input without one)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how long an output may be")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..common.sections import OptimConfig, TrainConfig
+from ..common.sections import DecodeConfig, OptimConfig, TrainConfig
 
 ALL_MULTI30K_TESTS = ["test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr"]
 
@@ -37,14 +37,17 @@ class DataConfig:
 
 
 @dataclass
-class DecodeConfig:
-    beam: int = 5  # 1: greedy
-    length_penalty: float = 1.0  # alpha of ((5 + |y|) / 6) ** alpha (Wu et al. 2016); 0: none
+class TranslationDecodeConfig(DecodeConfig):
+    """The shared decoding keys (beam, length_penalty, min_len, batch_size) and a length limit that grows with
+    the source's."""
+
     max_len_a: float = 1.5  # hypotheses stop at a * source length + b tokens
     max_len_b: int = 10
-    min_len: int = 1  # tokens before </s> at least (fairseq's --min-len); 0 lets a hypothesis be empty
-    batch_size: int = 64  # sentences decoded together
+    # scoring, not decoding: BLEU is also reported per bucket of source length with these lower bounds
     length_buckets: list[int] = field(default_factory=lambda: [0, 10, 15, 20, 25, 30, 40, 50])
+
+    def max_tokens(self, src_len):
+        return (self.max_len_a * src_len + self.max_len_b).long()
 
 
 @dataclass
@@ -54,4 +57,4 @@ class TranslationConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode: TranslationDecodeConfig = field(default_factory=TranslationDecodeConfig)

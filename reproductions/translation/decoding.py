@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 from ..common.beam import Hypothesis, beam_search
 from ..common.data.vocab import EOS_ID, PAD_ID, Vocab
 from ..common.precision import autocast
-from .config import DecodeConfig
+from .config import TranslationDecodeConfig
 
 
 def translate_texts(
@@ -16,7 +16,7 @@ def translate_texts(
     src_vocab: Vocab,
     tgt_vocab: Vocab,
     texts: list[str],
-    decode: DecodeConfig,
+    decode: TranslationDecodeConfig,
     device: str | torch.device = "cpu",
     keep_attention: bool = False,
     progress: bool = True,
@@ -37,17 +37,7 @@ def translate_texts(
         for row, i in enumerate(chunk):
             src[row, : len(ids[i])] = torch.tensor(ids[i])
         with autocast(precision, device):
-            best = beam_search(
-                model,
-                src.to(device),
-                beam=decode.beam,
-                alpha=decode.length_penalty,
-                max_len_a=decode.max_len_a,
-                max_len_b=decode.max_len_b,
-                keep_attention=keep_attention,
-                cached=cached,
-                min_len=decode.min_len,
-            )
+            best = beam_search(model, src.to(device), decode, keep_attention=keep_attention, cached=cached)
         for i, hyp in zip(chunk, best):
             hyps[i] = hyp
         bar.update(len(chunk))
