@@ -16,7 +16,6 @@ those of the real weights, the captions and their BLEU mean nothing.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from harness.benchmark import benchmark_parser, provenance
 from harness.tables import Col, print_table
 from harness.train import train
 from reproductions import registry
+from reproductions.common import rundir
 from reproductions.common.io import atomic_path, atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         console.rule(f"{name} ({args.preset}, {args.minutes:g} minutes)")
         run_dir = train(name, args.preset, overrides=[*overrides, f"train.max_minutes={args.minutes}"],
                         seed=args.seed, run_dir=out / "runs" / name, wandb="disabled", evaluate_after=False)
-        training = json.loads((run_dir / "metrics.json").read_text())["training"]
+        training = rundir.RunDir(run_dir).metrics()["training"]
         rate = training["target_tokens_per_s"]
         runs[name] = {"run_dir": str(run_dir), "training": training,
                       "seconds_per_epoch": round(epoch_tokens / rate, 1) if rate else None}

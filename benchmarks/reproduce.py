@@ -61,7 +61,8 @@ def collect(runs_dir: Path) -> dict:
     rows = {}
     for provenance_file in sorted(runs_dir.glob("*/provenance.json")):
         run_dir = provenance_file.parent
-        facts, metrics = json.loads(provenance_file.read_text()), rundir.read_metrics(run_dir)
+        run = rundir.RunDir(run_dir)
+        facts, metrics = run.provenance, run.metrics()
         repro = registry.get(facts["reproduction"])
         task = tasks.get(repro.task)
         keys = [c.key for c in task.columns]

@@ -38,22 +38,22 @@ def train_or_reuse(names: list[str], preset: str, out: Path, seed: int, override
     runs = {}
     for name in names:
         run_dir = out / "runs" / name
-        if rundir.read_metrics(run_dir).get("splits"):
+        run = rundir.RunDir(run_dir)
+        if run.scored():
             console.print(f"{name}: reusing the finished run in {run_dir}")
-        elif (run_dir / "config.yaml").is_file():  # an interrupted benchmark: its run goes on from its checkpoint
+        elif run.started:  # an interrupted benchmark: its run goes on from its checkpoint
             console.rule(f"{name}: resuming {run_dir}")
             resume(run_dir, group=group)
         else:
             console.rule(f"{name} ({preset}{', ' + pair if pair else ''})")
             train(name, preset, pair=pair, overrides=overrides, seed=seed, run_dir=run_dir, group=group)
-        facts = rundir.read_run(run_dir)
-        provenance = facts["provenance"]
+        run = rundir.RunDir(run_dir)
         runs[name] = {
             "run_dir": str(run_dir),
-            "git": provenance["git"],
-            "started": provenance["started"],
-            "config": facts["config"],
-            **rundir.read_metrics(run_dir),
+            "git": run.provenance["git"],
+            "started": run.provenance["started"],
+            "config": run.config,
+            **run.metrics(),
         }
     return runs
 

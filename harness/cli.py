@@ -175,7 +175,7 @@ def _cmd_train(args) -> None:
     # The name, preset, file and overrides are checked before torch and Lightning load: a typo fails in a blink.
     repro = registry.get(args.name)
     preset = args.preset or DEFAULT_PRESET
-    cfg, overrides, pair = _train_config(repro, preset, args)
+    cfg = _train_config(repro, preset, args)
     if args.print_config:
         import yaml
 
@@ -183,48 +183,26 @@ def _cmd_train(args) -> None:
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return
-    from .train import train
+    from .runspec import RunSpec
+    from .train import Launch, train_spec
 
-    run_dir = train(args.name, preset, pair=pair, overrides=overrides, seed=1 if args.seed is None else args.seed,
-                    run_dir=args.run_dir, wandb=args.wandb, devices=_devices(args.devices), nodes=args.nodes,
-                    evaluate_after=not args.no_evaluate)
+    spec = RunSpec.new(repro.name, preset, 1 if args.seed is None else args.seed, args.pair, args.set, args.run_dir,
+                       _devices(args.devices), args.nodes, cfg=cfg)
+    run_dir = train_spec(spec, Launch(wandb=args.wandb, evaluate_after=not args.no_evaluate))
     print(f"run directory: {run_dir}")
 
 
-def _train_config(repro, preset: str, args) -> tuple[object, list[str], str | None]:
-    """-> (the resolved config, the overrides and pair that give it when harness.train.train applies them to
-    `preset`). With --config FILE the config is the config class's defaults, then FILE, then the entry's fixed
-    overrides (what makes vinyals2015 a fixed-vector model), --set and --pair; since train() takes a preset and
-    overrides, the file is passed on as every key of that config set explicitly, which is exact: every field is
-    overridden, so nothing of the preset is left (checked below)."""
+def _train_config(repro, preset: str, args):
+    """The resolved config of `attnrepro train`: the preset, --pair and --set; with --config FILE instead the
+    config class's defaults, then FILE, then the entry's fixed overrides (what makes vinyals2015 a fixed-vector
+    model), --set and --pair."""
     from reproductions.common.config import load_config
 
     cfg = repro.load_config(preset, args.set, pair=args.pair)
     if args.config is None:
-        return cfg, args.set, args.pair
+        return cfg
     pair = [f"data.pair={args.pair}"] if args.pair else []
-    wanted = load_config(type(cfg), args.config, [*repro.fixed, *args.set, *pair])
-    overrides = _as_overrides(wanted)
-    if repro.load_config(preset, overrides) != wanted:
-        raise RuntimeError(f"{args.config} did not survive its translation into overrides of the {preset} preset")
-    return wanted, overrides, None
-
-
-def _as_overrides(cfg, prefix: str = "") -> list[str]:
-    """Every field of the config `cfg` as KEY=VALUE (the value in YAML flow style, as --set reads it)."""
-    import dataclasses
-
-    import yaml
-
-    out = []
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            out += _as_overrides(value, f"{prefix}{f.name}.")
-        else:  # a scalar comes as "VALUE\n...\n": the document-end marker goes
-            text = yaml.safe_dump(value, default_flow_style=True, width=float("inf")).strip()
-            out.append(f"{prefix}{f.name}={text.removesuffix('...').strip()}")
-    return out
+    return load_config(type(cfg), args.config, [*repro.fixed, *args.set, *pair])
 
 
 def _resume(args) -> None:
@@ -237,7 +215,7 @@ def _resume(args) -> None:
     if given:
         raise UsageError(f"train --resume RUN_DIR takes the run's own name, preset, config and seed; "
                          f"leave out {', '.join(given)}")
-    rundir.read_run(args.resume)  # not a run directory: one line, before torch loads
+    rundir.RunDir(args.resume).check()  # not a run directory: one line, before torch loads
     from .train import resume
 
     run_dir = resume(args.resume, wandb=args.wandb, devices=_devices(args.devices), nodes=args.nodes,

@@ -29,22 +29,10 @@ def locate(target: Path | str) -> tuple[Path | None, Path]:
     else last.ckpt, so that evaluating, translating or captioning with a run uses the weights its scores are of."""
     target = Path(target)
     if target.is_dir():
-        ckpts = target / "checkpoints"
-        scored = rundir.read_metrics(target).get("training", {}).get("scored_checkpoint")
-        if scored:
-            if not (ckpts / scored).is_file():
-                raise CheckpointError(f"{ckpts / scored} is missing: the run's scores are of that checkpoint; give "
-                                      "another .ckpt of the run explicitly to use it instead")
-            return target, ckpts / scored
-        for name in ("best.ckpt", "last.ckpt"):
-            if (ckpts / name).is_file():
-                return target, ckpts / name
-        raise CheckpointError(
-            f"{target} holds no checkpoints/best.ckpt or checkpoints/last.ckpt; is it a run directory?"
-        )
+        return target, rundir.RunDir(target).scored_checkpoint()
     if not target.exists():
         raise CheckpointError(f"{target} does not exist; give a run directory or a .ckpt file")
-    run_dir = target.parent.parent if (target.parent.parent / "config.yaml").exists() else None
+    run_dir = target.parent.parent if rundir.RunDir(target.parent.parent).started else None
     return run_dir, target
 
 
@@ -112,13 +100,13 @@ def check_same_run(run_dir: Path, loaded) -> None:
     from reproductions import registry
     from reproductions.common.config import to_dict
 
-    facts = rundir.read_run(run_dir)
-    mine = facts["provenance"].get("run_id")
+    run = rundir.RunDir(run_dir)
+    mine = run.provenance.get("run_id")
     if loaded.run_id and mine:
         same = loaded.run_id == mine
     else:
-        config = registry.get(facts["reproduction"]).config_from_dict(facts["config"], str(run_dir / "config.yaml"))
-        same = loaded.reproduction == facts["reproduction"] and to_dict(loaded.cfg) == to_dict(config)
+        config = registry.get(run.reproduction).config_from_dict(run.config, str(run.path / "config.yaml"))
+        same = loaded.reproduction == run.reproduction and to_dict(loaded.cfg) == to_dict(config)
     if not same:
         raise CheckpointError(f"{loaded.path} is not a checkpoint of the run {run_dir} (another run wrote it); "
                               "its scores would overwrite the run's. Evaluate it from its own run directory, or "

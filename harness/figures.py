@@ -32,7 +32,7 @@ def write_run_figures(run_dir: Path, checkpoint: Path, logger=None) -> dict[str,
         learning_curves_plot({run_dir.name: rows}, out / "learning_curves.png")
         figures["learning_curves"] = [out / "learning_curves.png"]
     loaded = load_model(checkpoint)
-    metrics = rundir.read_metrics(run_dir)
+    metrics = rundir.RunDir(run_dir).metrics()
     drawn, table = tasks.get(loaded.task).run_figures(loaded, run_dir, out, metrics.get("splits", {}))
     figures.update(drawn)
     if logger is not None:

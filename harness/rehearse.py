@@ -326,9 +326,9 @@ def rehearse_one(item: Rehearsal, out: Path, user: list[str]) -> None:
 def _check_run(item: Rehearsal, run_dir: Path) -> dict:
     """What the finished miniature must have written; raises AttnreproError naming the first thing missing."""
     repro = registry.get(item.name)
-    facts, metrics = rundir.read_run(run_dir), rundir.read_metrics(run_dir)
-    provenance = facts["provenance"]
-    cfg = repro.config_from_dict(facts["config"], str(run_dir / "config.yaml"))
+    run = rundir.RunDir(run_dir)
+    provenance, metrics = run.provenance, run.metrics()
+    cfg = repro.config_from_dict(run.config, str(run_dir / "config.yaml"))
     training = metrics.get("training", {})
     found: dict = {}
     if training.get("steps") != cfg.train.max_steps:
@@ -406,12 +406,13 @@ def probe_step_time(item: Rehearsal, out: Path, steps: int, user: list[str]) -> 
     if done.returncode != 0:
         item.probe = {"error": _last_line(done.stderr)}
         return
-    training = rundir.read_metrics(run_dir)["training"]
+    run = rundir.RunDir(run_dir)
+    training = run.metrics()["training"]
     per_step = training["train_time_s"] / max(training["steps"], 1)
     budget = cfg.train.max_steps if cfg.train.max_steps > 0 else None
     item.probe = {"steps": training["steps"], "seconds_per_step": round(per_step, 3),
                   "accelerator": training.get("accelerator"), "devices": training.get("devices"),
-                  "vocab_sizes": rundir.read_run(run_dir)["provenance"].get("vocab_sizes"),
+                  "vocab_sizes": run.provenance.get("vocab_sizes"),
                   "budget_steps": budget,
                   "projected_device_hours": round(per_step * budget * item.devices / 3600, 1) if budget else None}
 

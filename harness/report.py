@@ -48,10 +48,10 @@ def headline(task: str) -> str:
 
 @dataclass
 class Run:
-    path: Path
+    """A finished run as the report groups it: its directory, its entry and what it was trained and scored on."""
+
+    dir: rundir.RunDir
     name: str
-    preset: str
-    seed: int
     setting: str  # data tag: language pair or caption dataset
     metrics: dict
     task: str
@@ -59,32 +59,32 @@ class Run:
     pair: str | None = None
 
     @property
+    def path(self) -> Path:
+        return self.dir.path
+
+    @property
+    def preset(self) -> str:
+        return self.dir.preset
+
+    @property
+    def seed(self) -> int:
+        return self.dir.seed
+
+    @property
     def splits(self) -> dict:
         return self.metrics.get("splits", {})
 
 
 def find_runs(targets: list[Path]) -> list[Run]:
-    paths: list[Path] = []
-    for target in map(Path, targets):
-        if not target.exists():
-            raise AttnreproError(f"{target} does not exist; give run directories or sweep folders")
-        found = [target] if (target / "provenance.json").is_file() else sorted(
-            p.parent for p in target.rglob("provenance.json") if "wandb" not in p.parts)
-        if not found:
-            raise AttnreproError(f"{target} holds no runs (no provenance.json below it)")
-        paths += found
     runs = []
-    for path in dict.fromkeys(paths):
-        metrics = rundir.read_metrics(path)
+    for run in rundir.RunDir.find(targets):
+        metrics = run.metrics()
         if not metrics.get("splits"):
             continue  # unfinished: nothing to report yet
-        facts = rundir.read_run(path)  # damage to a run file is one line naming it
-        provenance, config = facts["provenance"], facts["config"]
-        repro = registry.get(provenance["reproduction"])
-        setting = config["data"].get("pair") or config["data"].get("dataset", "")
-        dataset, pair = paper_results.run_data(config["data"])
-        runs.append(Run(path, repro.name, provenance["preset"], provenance["seed"], setting, metrics, repro.task,
-                        dataset, pair))
+        repro = registry.get(run.reproduction)  # damage to a run file is one line naming it
+        data = run.config["data"]
+        dataset, pair = paper_results.run_data(data)
+        runs.append(Run(run, repro.name, tasks.get(repro.task).setting(data), metrics, repro.task, dataset, pair))
     if not runs:
         raise AttnreproError("no finished runs (with scored test splits) under " + ", ".join(map(str, targets)))
     return runs
@@ -309,7 +309,7 @@ def write_figures(runs: list[Run], out: Path) -> dict[str, list[Path]]:
     for run in first.values():
         if registry.get(run.name).role != "paper":
             continue
-        for png in sorted((run.path / "figures").glob("attention*.png"))[:2]:
+        for png in sorted(run.dir.figures.glob("attention*.png"))[:2]:
             dest = out / "figures" / f"{run.name}-{run.preset}-{png.name}"
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(png, dest)

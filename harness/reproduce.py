@@ -168,8 +168,9 @@ def reproduce(preset: str | list[str] = "quick", out: Path | str | None = None, 
     sweep(plan_path, executor=executor, slots=slots, console=console, runs_per_gpu=runs_per_gpu, detach=detach)
     results = {}
     for spec in load_plan(plan_path).runs:
-        if spec.seed == seed and rundir.read_metrics(spec.run_dir).get("splits"):
-            results[(spec.name, spec.preset)] = rundir.read_metrics(spec.run_dir)
+        run = rundir.RunDir(spec.run_dir)
+        if spec.seed == seed and run.scored():
+            results[(spec.name, spec.preset)] = run.metrics()
     for task in dict.fromkeys(registry.get(p.paper).task for p in pairs if (p.paper, p.preset) in results):
         comparison_table(results, pairs, _presets_text(presets), task, console)
     if report and results:

@@ -50,29 +50,13 @@ from reproductions.common.errors import AttnreproError
 from reproductions.common.io import atomic_write_json
 
 from . import tables
+from .runspec import RunSpec
 
 SLURM_SETTINGS = Path("~/.config/attnrepro/slurm.yaml")
 
 
 class PlanError(AttnreproError):
     pass
-
-
-@dataclass
-class RunSpec:
-    name: str
-    preset: str
-    seed: int
-    pair: str | None
-    overrides: list[str]
-    devices: int
-    nodes: int
-    run_dir: Path
-    env: dict = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return self.run_dir.name
 
 
 @dataclass
@@ -156,14 +140,12 @@ def load_plan(path: Path | str) -> Plan:
                                                                 lists["pairs"] or [None]):
             repro = registry.get(repro_name)
             pair = pair if tasks.get(repro.task).takes_pair else None
-            overrides = lists["overrides"]
-            try:
-                repro.load_config(preset, overrides, pair=pair)  # a bad preset or override fails before any run
+            label = f"{repro_name}-{preset}" + (f"-{pair}" if pair else "") + f"-seed{seed}"
+            try:  # the run's config, resolved once: a bad preset or override fails here, before any run
+                specs.append(RunSpec(repro_name, preset, seed, pair, list(lists["overrides"]), group.devices,
+                                     group.nodes, out / label, env))
             except AttnreproError as err:
                 raise PlanError(f"plan {path}: {err} (runs[{i}])") from None
-            label = f"{repro_name}-{preset}" + (f"-{pair}" if pair else "") + f"-seed{seed}"
-            specs.append(RunSpec(repro_name, preset, seed, pair, list(overrides), group.devices, group.nodes,
-                                 out / label, env))
     labels = [s.label for s in specs]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
@@ -174,7 +156,7 @@ def load_plan(path: Path | str) -> Plan:
 def run_state(spec: RunSpec) -> str:
     """done (scored, figures drawn), partial (a checkpoint to resume from, or scores without all their figures:
     resume draws them), or new."""
-    metrics = rundir.read_metrics(spec.run_dir)
+    metrics = rundir.RunDir(spec.run_dir).metrics()
     if metrics.get("splits"):
         return "done" if metrics.get("status", {}).get("finished") else "partial"
     if any((spec.run_dir / "checkpoints" / n).is_file() for n in ("resume.ckpt", "last.ckpt")):
@@ -194,7 +176,7 @@ class TrainJob:
 
     def __call__(self) -> dict:
         from . import quiet_known_noise
-        from .train import resume, train
+        from .train import Launch, resume, train_spec
 
         quiet_known_noise()  # a job's process never goes through the CLI's main()
         spec = self.spec
@@ -208,9 +190,8 @@ class TrainJob:
             if spec.run_dir.exists() and rundir.is_rank_zero():  # an attempt that died before its first checkpoint
                 with rundir.RunLock(spec.run_dir):  # refused, not deleted, while another process writes it
                     rundir.clear_run_dir(spec.run_dir)
-            train(spec.name, spec.preset, pair=spec.pair, overrides=spec.overrides, seed=spec.seed,
-                  run_dir=spec.run_dir, devices=spec.devices, nodes=spec.nodes, group=self.group)
-        return rundir.read_metrics(spec.run_dir)
+            train_spec(spec, Launch(group=self.group))
+        return rundir.RunDir(spec.run_dir).metrics()
 
     def checkpoint(self, *args, **kwargs):
         import submitit
@@ -588,14 +569,12 @@ def check_data(runs: list[RunSpec]) -> None:
     each has loaded torch. A run's own `env` (e.g. ATTNREPRO_DATA) applies while its data is checked."""
     seen = set()
     for spec in runs:
-        repro = registry.get(spec.name)
-        cfg = repro.load_config(spec.preset, spec.overrides, pair=spec.pair)
-        key = (repro.task, repr(cfg.data), tuple(sorted(spec.env.items())))
+        key = (spec.repro.task, repr(spec.cfg.data), tuple(sorted(spec.env.items())))
         if key in seen:
             continue
         seen.add(key)
         with mock.patch.dict(os.environ, spec.env):
-            tasks.get(repro.task).check_data(cfg)
+            spec.task.check_data(spec.cfg)
 
 
 def _least_loaded(free_gpus: list[int], need: int) -> list[int] | None:

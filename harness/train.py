@@ -8,11 +8,11 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from reproductions import registry, tasks
 from reproductions.common import rundir
 from reproductions.common.config import to_dict
 from reproductions.common.data.sources import cache_root
@@ -22,6 +22,11 @@ from reproductions.common.io import atomic_path
 from reproductions.common.precision import resolve_precision
 
 from .progress_bar import BudgetProgress
+from .runspec import RunSpec
+
+if TYPE_CHECKING:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import Logger
 
 
 def wandb_mode(requested: str | None) -> str:
@@ -48,59 +53,58 @@ def _wandb_logger(run_dir: Path, mode: str, repro, preset: str, cfg, group: str 
     return logger
 
 
-def train(
-    name: str,
-    preset: str = "tiny",
-    pair: str | None = None,
-    overrides: list[str] | tuple = (),
-    seed: int = 1,
-    run_dir: Path | str | None = None,
-    wandb: str | None = None,
-    devices: int | str = "auto",
-    evaluate_after: bool = True,
-    group: str | None = None,
-    nodes: int = 1,
-) -> Path:
-    repro = registry.get(name)
-    cfg = repro.load_config(preset, overrides, pair=pair)
-    tag = tasks.get(repro.task).setting(to_dict(cfg)["data"])
-    run_dir = Path(run_dir) if run_dir else rundir.default_run_dir(repro.name, preset, tag, seed)
-    with _writer_lock(run_dir):
+@dataclass(frozen=True)
+class Launch:
+    """How a run is carried out, beside what it is (its RunSpec): W&B, scoring afterwards, the W&B group."""
+
+    wandb: str | None = None  # online, offline, disabled; None: WANDB_MODE, else offline
+    evaluate_after: bool = True  # score the test splits and draw the figures once training ends
+    group: str | None = None  # the W&B group (a sweep's name)
+
+
+def train(name: str, preset: str = "tiny", pair: str | None = None, overrides: list[str] | tuple = (), seed: int = 1,
+          run_dir: Path | str | None = None, wandb: str | None = None, devices: int | str = "auto",
+          evaluate_after: bool = True, group: str | None = None, nodes: int = 1) -> Path:
+    """Train a new run of registry entry `name` (the Python door of `attnrepro train`); -> its run directory."""
+    spec = RunSpec.new(name, preset, seed, pair, overrides, run_dir, devices, nodes)
+    return train_spec(spec, Launch(wandb, evaluate_after, group))
+
+
+def train_spec(spec: RunSpec, launch: Launch = Launch()) -> Path:
+    """Train the new run `spec` (its config already resolved); -> its run directory."""
+    with _writer_lock(spec.run_dir):
         if rundir.is_rank_zero():
-            rundir.check_new_run_dir(run_dir)
-        return _fit(repro, cfg, preset, seed, run_dir, wandb, devices, nodes, evaluate_after, group, resume_from=None)
+            rundir.check_new_run_dir(spec.run_dir)
+        return _fit(spec, launch, resume_from=None)
 
 
 def resume(run_dir: Path | str, wandb: str | None = None, devices: int | str = "auto", nodes: int = 1,
            evaluate_after: bool = True, group: str | None = None) -> Path:
     """Continue an interrupted run from its newest usable checkpoint, with its own config and seed; a run that
     died before its first checkpoint starts again from step 0, and one killed after its scores gets its figures."""
-    run_dir = Path(run_dir)
-    facts = rundir.read_run(run_dir)
-    repro = registry.get(facts["reproduction"])
-    cfg = repro.config_from_dict(facts["config"], str(run_dir / "config.yaml"))
-    with _writer_lock(run_dir):
+    run = rundir.RunDir(run_dir)
+    spec = RunSpec.of_run(run, devices, nodes)
+    launch = Launch(wandb, evaluate_after, group)
+    with _writer_lock(run.path):
         if rundir.is_rank_zero():
-            rundir.remove_stale_temporaries(run_dir)
-        metrics = rundir.read_metrics(run_dir)
+            rundir.remove_stale_temporaries(run.path)
+        metrics = run.metrics()
         if metrics.get("splits"):
             if not metrics.get("status", {}).get("finished") and evaluate_after and rundir.is_rank_zero():
-                _finish_figures(run_dir, metrics)
-            print(f"{run_dir} is finished (its test splits are scored); nothing to resume")
-            return run_dir
-        if not rundir.resume_candidates(run_dir):
-            print(f"{run_dir} died before its first checkpoint: starting it again from step 0")
+                _finish_figures(run.path, metrics)
+            print(f"{run.path} is finished (its test splits are scored); nothing to resume")
+            return run.path
+        if not rundir.resume_candidates(run.path):
+            print(f"{run.path} died before its first checkpoint: starting it again from step 0")
             if rundir.is_rank_zero():
-                _clear_attempt(run_dir)
-            return _fit(repro, cfg, facts["preset"], facts["seed"], run_dir, wandb, devices, nodes, evaluate_after,
-                        group, resume_from=None)
-        checkpoint = rundir.newest_checkpoint(run_dir)
-        _check_fits(repro, cfg, checkpoint, run_dir)
-        return _fit(repro, cfg, facts["preset"], facts["seed"], run_dir, wandb, devices, nodes, evaluate_after,
-                    group, resume_from=checkpoint)
+                _clear_attempt(run.path)
+            return _fit(spec, launch, resume_from=None)
+        checkpoint = rundir.newest_checkpoint(run.path)
+        _check_fits(spec, checkpoint)
+        return _fit(spec, launch, resume_from=checkpoint)
 
 
-def _check_fits(repro, cfg, checkpoint: Path, run_dir: Path) -> None:
+def _check_fits(spec: RunSpec, checkpoint: Path) -> None:
     """The checkpoint's stored config must be the run's config.yaml: an edited config.yaml would build another
     model (and another data order) than the one the checkpoint continues."""
     import torch
@@ -108,7 +112,8 @@ def _check_fits(repro, cfg, checkpoint: Path, run_dir: Path) -> None:
     stored = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("attnrepro", {})
     if "config" not in stored:
         return
-    mine, theirs = to_dict(cfg), to_dict(repro.config_from_dict(stored["config"], f"{checkpoint} (stored config)"))
+    theirs = to_dict(spec.repro.config_from_dict(stored["config"], f"{checkpoint} (stored config)"))
+    mine = to_dict(spec.cfg)
     differ = [f"{section}.{k}" for section in mine for k in mine[section]  # decoding may change: it trains nothing
               if section != "decode" and isinstance(mine[section], dict)
               and mine[section][k] != theirs.get(section, {}).get(k)]
@@ -148,28 +153,29 @@ def _finish_figures(run_dir: Path, metrics: dict) -> None:
 
 @dataclass
 class Built:
-    """A run ready to fit: its data, LightningModule, Trainer and the callbacks whose state is recorded."""
+    """A run ready to fit: its spec, data, LightningModule, Trainer and the callbacks whose state is recorded."""
 
-    repro: object
-    cfg: object
-    preset: str
-    seed: int
-    run_dir: Path
-    data: object
-    module: object
+    spec: RunSpec
+    launch: Launch
+    data: pl.LightningDataModule
+    module: pl.LightningModule
     trainer: pl.Trainer
-    checkpoints: object  # ModelCheckpoint of best.ckpt
+    checkpoints: ModelCheckpoint  # best.ckpt (and last.ckpt)
     clock: TrainClock
-    wandb_logger: object | None
-    wandb: str | None
+    wandb_logger: Logger | None
+    budget: object | None  # the tokens per optimiser step planned (translation: StepBudget), None where not planned
+
+    @property
+    def run_dir(self) -> Path:
+        return self.spec.run_dir
 
 
-def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, devices, nodes: int,
-         evaluate_after: bool, group: str | None, resume_from: Path | None) -> Path:
-    if evaluate_after:
-        tasks.get(repro.task).check_scoring(cfg)
+def _fit(spec: RunSpec, launch: Launch, resume_from: Path | None) -> Path:
+    run_dir = spec.run_dir
+    if launch.evaluate_after:
+        spec.task.check_scoring(spec.cfg)
     curves_before = rundir.curves_until(run_dir, resume_from) if resume_from and rundir.is_rank_zero() else None
-    built = build(repro, cfg, preset, seed, run_dir, wandb, devices, nodes, group, resume_from)
+    built = build(spec, launch, resume_from)
     try:
         built.trainer.fit(built.module, datamodule=built.data, ckpt_path=str(resume_from) if resume_from else None)
     except RuntimeError as err:
@@ -184,7 +190,7 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
         rundir.prepend_curves(run_dir, curves_before)
         rundir.note_resume(run_dir, resume_from, built.trainer.global_step)
     scored = record(built)
-    if evaluate_after:
+    if launch.evaluate_after:
         from .evaluate import evaluate
         from .figures import write_run_figures
 
@@ -195,33 +201,31 @@ def _fit(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, d
     return run_dir
 
 
-def build(repro, cfg, preset: str, seed: int, run_dir: Path, wandb: str | None, devices, nodes: int,
-          group: str | None, resume_from: Path | None) -> Built:
+def build(spec: RunSpec, launch: Launch, resume_from: Path | None) -> Built:
     """Data, model, callbacks, loggers and Trainer of a run; a new run's directory gets its config and provenance."""
     from pytorch_lightning.loggers import CSVLogger
 
-    from reproductions.translation.data.datamodule import apply_step_budget
-
-    pl.seed_everything(seed, workers=True, verbose=False)
-    task = tasks.get(repro.task)
-    data = task.data_module(cfg, seed, cache_root())
+    repro, cfg, run_dir, task = spec.repro, spec.cfg, spec.run_dir, spec.task
+    pl.seed_everything(spec.seed, workers=True, verbose=False)
+    data = task.data_module(cfg, spec.seed, cache_root())
     module = task.lightning_module(repro, cfg, data)
     params = sum(p.numel() for p in module.model.parameters())
     if resume_from is None and rundir.is_rank_zero():
-        rundir.start_run(run_dir, to_dict(cfg), seed, data.checksums,
-                         extra={"reproduction": repro.name, "preset": preset, "parameters": params,
+        rundir.start_run(run_dir, to_dict(cfg), spec.seed, data.checksums,
+                         extra={"reproduction": repro.name, "preset": spec.preset, "parameters": params,
                                 **task.provenance(data, cfg)})
     module.run_id = rundir.run_id(run_dir) if rundir.is_rank_zero() else None
     if getattr(cfg.train, "compile", False):  # a Transformer option
         module.model.compile()  # in place: the state_dict keys (checkpoints) stay those of the plain model
-    callbacks, checkpoints, clock = _callbacks(run_dir, cfg.train, module.monitor, f"{repro.name} {preset} s{seed}")
+    callbacks, checkpoints, clock = _callbacks(run_dir, cfg.train, module.monitor,
+                                               f"{repro.name} {spec.preset} s{spec.seed}")
     loggers = [CSVLogger(str(run_dir), name="", version="logs")]
-    wandb_logger = _wandb_logger(run_dir, wandb_mode(wandb), repro, preset, cfg, group)
+    wandb_logger = _wandb_logger(run_dir, wandb_mode(launch.wandb), repro, spec.preset, cfg, launch.group)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
-    trainer = _trainer(cfg, run_dir, callbacks, loggers, devices, nodes)
-    apply_step_budget(trainer, data, cfg.train)  # train.tokens_per_step -> accumulation for this number of processes
-    return Built(repro, cfg, preset, seed, run_dir, data, module, trainer, checkpoints, clock, wandb_logger, wandb)
+    trainer = _trainer(cfg, run_dir, callbacks, loggers, spec.devices, spec.nodes)
+    budget = task.step_budget(trainer, data, cfg.train)  # tokens per step -> accumulation for this number of processes
+    return Built(spec, launch, data, module, trainer, checkpoints, clock, wandb_logger, budget)
 
 
 def _callbacks(run_dir: Path, t, monitor: tuple[str, str], label: str) -> tuple[list, object, TrainClock]:
@@ -279,11 +283,11 @@ def record(built: Built) -> Path:
     """Write the training section of metrics.json; -> the checkpoint to score (best, or the averaged one)."""
     import torch
 
-    trainer, module, clock, run_dir, t = built.trainer, built.module, built.clock, built.run_dir, built.cfg.train
+    trainer, module, clock, run_dir, t = built.trainer, built.module, built.clock, built.run_dir, built.spec.cfg.train
     scored = Path(built.checkpoints.best_model_path or run_dir / "checkpoints" / "last.ckpt")
     if t.average_last > 0:
         scored = _average_last(run_dir / "checkpoints", t.average_last, trainer.global_step)
-    task = tasks.get(built.repro.task)
+    task = built.spec.task
     batch = {k: v.to(module.device) for k, v in task.sample_batch(built.data).items()}
     flops_per_token = flops_per_target_token(module.model, batch, task.batch_keys)
     accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
@@ -313,9 +317,9 @@ def record(built: Built) -> Path:
         "parameters": sum(p.numel() for p in module.model.parameters()),
         "precision": str(trainer.precision),  # what train.precision (default auto) resolved to here
     })
-    if getattr(built.data, "budget", None) is not None:  # planned and measured tokens per optimiser step
+    if built.budget is not None:  # planned and measured tokens per optimiser step
         rundir.update_metrics(run_dir, "training", {"batch": {
-            **built.data.budget.as_dict(),
+            **built.budget.as_dict(),
             "measured_tgt_tokens_per_step": round(module.tokens_seen / max(trainer.global_step, 1))}})
     return scored
 
@@ -325,7 +329,7 @@ def _finish_wandb(built: Built) -> None:
         return
     import wandb as wandb_lib
 
-    mode = wandb_mode(built.wandb)
+    mode = wandb_mode(built.launch.wandb)
     if rundir.is_rank_zero():  # where the run lives in W&B, for `attnrepro submit` and reports
         run = built.wandb_logger.experiment
         rundir.update_metrics(built.run_dir, "wandb", {"mode": mode, "project": run.project, "id": run.id,

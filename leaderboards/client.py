@@ -90,9 +90,9 @@ def run_submission(run_dir: Path, board: dict) -> tuple[bytes, dict]:
     from reproductions.common import rundir
 
     run_dir = Path(run_dir)
-    facts = rundir.read_run(run_dir)  # checks provenance.json and config.yaml, with clear errors
-    config, provenance = facts["config"], facts["provenance"]
-    metrics = rundir.read_metrics(run_dir)
+    run = rundir.RunDir(run_dir)  # provenance.json and config.yaml read with clear errors
+    config, provenance = run.config, run.provenance
+    metrics = run.metrics()
     data = config.get("data", {})
     if data.get("dataset") != board["dataset"] or (board.get("pair") and data.get("pair") != board["pair"]):
         raise AttnreproError(f"{run_dir} was trained on {data.get('dataset')} {data.get('pair') or ''}; board "

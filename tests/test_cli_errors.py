@@ -253,13 +253,23 @@ def test_print_config_and_a_config_file_round_trip(capsys, tmp_path):
         k: v for k, v in cfg.items() if k not in ("model", "train")}
 
 
-def test_config_file_as_overrides_is_exact():
+def test_train_from_a_config_file_trains_exactly_that_config(tmp_path, monkeypatch):
+    """--config FILE: the run's spec holds the file's config itself (a list, a string that reads as a number, a
+    float where the preset has none), with the preset only recorded."""
+    import harness.train
+    from reproductions.common.config import to_dict
+
     repro = registry.get("bahdanau2014")
-    # a list, a string that reads as a number, a float where the preset has none
     wanted = repro.load_config("tiny", ["data.pair=en-fr", "optim.betas=[0.8, 0.9]", "data.hub_revision='1e3'",
                                         "train.max_minutes=2.5"])
     assert wanted.data.hub_revision == "1e3"
-    assert repro.load_config("paper", cli._as_overrides(wanted)) == wanted
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(to_dict(wanted), sort_keys=False))
+    specs = []
+    monkeypatch.setattr(harness.train, "train_spec", lambda spec, launch: specs.append(spec) or spec.run_dir)
+    assert cli.main(["train", "bahdanau2014", "--preset", "paper", "--config", str(path), "--run-dir",
+                     str(tmp_path / "run")]) == 0
+    assert specs[0].cfg == wanted and specs[0].preset == "paper" and specs[0].run_dir == tmp_path / "run"
 
 
 def test_json_of_reproduce_and_boards():

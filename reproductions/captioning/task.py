@@ -124,18 +124,18 @@ class CaptioningTask(Task):
 
     def paired_test(self, split, paper_run, base_run):
         import numpy as np
-        import yaml
 
         from reproductions.captioning.config import CaptionDataConfig
         from reproductions.captioning.data.captions import load_captions
         from reproductions.captioning.metrics import per_image_cider
         from reproductions.common.config import from_dict
+        from reproductions.common.rundir import RunDir
 
-        files = [self.hyps_path(r, split) for r in (paper_run, base_run)]
+        paper, base = RunDir(paper_run), RunDir(base_run)
+        files = [run.hyps(self, split) for run in (paper, base)]
         if not all(f.is_file() for f in files):
             return None
-        config_path = Path(paper_run) / "config.yaml"
-        cfg = from_dict(CaptionDataConfig, yaml.safe_load(config_path.read_text())["data"], str(config_path))
+        cfg = from_dict(CaptionDataConfig, paper.config["data"], str(paper.path / "config.yaml"))
         data = load_captions(cfg, split)
         refs = dict(zip(data.images, data.captions))
         hyps = [{h["image"]: h["caption"] for h in json.loads(f.read_text())} for f in files]

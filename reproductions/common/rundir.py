@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from reproductions.common.checkpoint import CheckpointError
 from reproductions.common.errors import AttnreproError
 from reproductions.common.io import atomic_write_json, atomic_write_text, file_sha256
 
@@ -295,18 +297,113 @@ def is_rank_zero() -> bool:
     return True
 
 
-def read_run(run_dir: Path) -> dict:
-    """What a run was started with: reproduction, preset, seed and the resolved config."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "provenance.json").is_file():
-        raise AttnreproError(f"{run_dir} is not a run directory (provenance.json is missing)")
-    provenance = read_json(run_dir / "provenance.json", "the run cannot be resumed or reported; start a new run")
-    config = read_yaml(run_dir / "config.yaml", "restore it (the config the run was started with) or start a new run")
-    missing = [k for k in ("reproduction", "preset", "seed") if k not in provenance]
-    if missing:
-        raise AttnreproError(f"{run_dir / 'provenance.json'} has no '{missing[0]}'; start a new run")
-    return {"reproduction": provenance["reproduction"], "preset": provenance["preset"], "seed": provenance["seed"],
-            "config": config, "provenance": provenance}
+class RunDir:
+    """A run's directory, read through one door by everything that reads runs (the report, evaluate, resume, the
+    figures, the benchmarks, the leaderboard client, the tasks' significance tests): config.yaml,
+    provenance.json, metrics.json, hyps/, checkpoints/, figures/. Damage to a file is one line naming it and what
+    to do. The writers are `start_run`, `update_metrics` and the run's `RunLock`."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @staticmethod
+    def is_run(path: Path | str) -> bool:
+        """Whether `path` holds a run (its provenance.json)."""
+        return (Path(path) / "provenance.json").is_file()
+
+    @classmethod
+    def find(cls, targets: list[Path | str]) -> list[RunDir]:
+        """The runs at or below `targets` (run directories or folders of them, e.g. a sweep's), each once."""
+        paths: list[Path] = []
+        for target in map(Path, targets):
+            if not target.exists():
+                raise AttnreproError(f"{target} does not exist; give run directories or sweep folders")
+            found = [target] if cls.is_run(target) else sorted(
+                p.parent for p in target.rglob("provenance.json") if "wandb" not in p.parts)
+            if not found:
+                raise AttnreproError(f"{target} holds no runs (no provenance.json below it)")
+            paths += found
+        return [cls(path) for path in dict.fromkeys(paths)]
+
+    @functools.cached_property
+    def provenance(self) -> dict:
+        """What the run was started with (reproduction, preset, seed, commit, machine, data checksums)."""
+        if not self.is_run(self.path):
+            raise AttnreproError(f"{self.path} is not a run directory (provenance.json is missing)")
+        provenance = read_json(self.path / "provenance.json", "the run cannot be resumed or reported; start a new run")
+        missing = [k for k in ("reproduction", "preset", "seed") if k not in provenance]
+        if missing:
+            raise AttnreproError(f"{self.path / 'provenance.json'} has no '{missing[0]}'; start a new run")
+        return provenance
+
+    @functools.cached_property
+    def config(self) -> dict:
+        """The resolved config the run was started with (config.yaml), as a mapping."""
+        return read_yaml(self.path / "config.yaml",
+                         "restore it (the config the run was started with) or start a new run")
+
+    def check(self) -> RunDir:
+        """Read provenance.json and config.yaml now, so that damage to either is said before any work; -> self."""
+        _ = (self.provenance, self.config)
+        return self
+
+    @property
+    def reproduction(self) -> str:
+        return self.provenance["reproduction"]
+
+    @property
+    def preset(self) -> str:
+        return self.provenance["preset"]
+
+    @property
+    def seed(self) -> int:
+        return self.provenance["seed"]
+
+    @property
+    def started(self) -> bool:
+        """Whether a run was started here (its config.yaml is written), finished or not."""
+        return (self.path / "config.yaml").is_file()
+
+    def metrics(self) -> dict:
+        """metrics.json as it is now ({} before the run has any): training, splits, status."""
+        return read_metrics(self.path)
+
+    def scored(self) -> bool:
+        """Whether the run's test splits are scored."""
+        return bool(self.metrics().get("splits"))
+
+    def hyps(self, task, split: str) -> Path:
+        """The hypothesis file of `split` (its suffix is the task's)."""
+        return task.hyps_path(self.path, split)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    def scored_checkpoint(self) -> Path:
+        """The checkpoint whose scores the run reports (metrics.json `training.scored_checkpoint`: averaged.ckpt
+        with `train.average_last`), else best.ckpt, else last.ckpt."""
+        scored = self.metrics().get("training", {}).get("scored_checkpoint")
+        if scored:
+            if not (self.checkpoints / scored).is_file():
+                raise CheckpointError(f"{self.checkpoints / scored} is missing: the run's scores are of that "
+                                      "checkpoint; give another .ckpt of the run explicitly to use it instead")
+            return self.checkpoints / scored
+        for name in ("best.ckpt", "last.ckpt"):
+            if (self.checkpoints / name).is_file():
+                return self.checkpoints / name
+        raise CheckpointError(f"{self.path} holds no checkpoints/best.ckpt or checkpoints/last.ckpt; "
+                              "is it a run directory?")
 
 
 def resume_candidates(run_dir: Path) -> list[Path]:

@@ -67,6 +67,12 @@ class Task(ABC):
     def provenance(self, data, cfg) -> dict[str, Any]:
         """Facts about the run's data for provenance.json (sizes, vocabularies)."""
 
+    def step_budget(self, trainer, data, train_cfg):
+        """Set the Trainer's gradient accumulation from the tokens an optimiser step should see, for its number of
+        processes; -> the plan (with `as_dict()`, recorded in metrics.json), or None where batches are not
+        budgeted in tokens (the default: the configured accumulation stands)."""
+        return None
+
     @abstractmethod
     def sample_batch(self, data, size: int = 32) -> dict:
         """A collated training batch (for counting FLOPs)."""

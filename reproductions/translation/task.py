@@ -62,6 +62,11 @@ class TranslationTask(Task):
         return {"train_pairs": len(data.train_set), "train_pairs_dropped_by_max_len": data.dropped,
                 "vocab_sizes": [len(data.src_vocab), len(data.tgt_vocab)]}
 
+    def step_budget(self, trainer, data, train_cfg):
+        from reproductions.translation.data.datamodule import apply_step_budget
+
+        return apply_step_budget(trainer, data, train_cfg)
+
     def sample_batch(self, data, size: int = 32) -> dict:
         from reproductions.common.data.batching import collate_pairs
 
@@ -151,17 +156,18 @@ class TranslationTask(Task):
         return figures, table
 
     def paired_test(self, split, paper_run, base_run):
-        import yaml
         from sacrebleu.metrics import BLEU
         from sacrebleu.significance import PairedTest
 
+        from reproductions.common.rundir import RunDir
         from reproductions.common.submissions import read_hyp_lines
         from reproductions.translation.data.files import load_split
 
-        hyp_a, hyp_b = self.hyps_path(paper_run, split), self.hyps_path(base_run, split)
+        paper, base = RunDir(paper_run), RunDir(base_run)
+        hyp_a, hyp_b = paper.hyps(self, split), base.hyps(self, split)
         if not (hyp_a.is_file() and hyp_b.is_file()):
             return None
-        config = yaml.safe_load((Path(paper_run) / "config.yaml").read_text())["data"]
+        config = paper.config["data"]
         refs = list(load_split(config["dataset"], config["pair"], split, config.get("eval_limit"))["tgt"])
         systems = [("baseline", read_hyp_lines(hyp_b)), ("paper", read_hyp_lines(hyp_a))]
         if any(len(h) != len(refs) for _, h in systems):

@@ -184,7 +184,6 @@ def apply_step_budget(trainer, data, train_cfg) -> StepBudget | None:
                                f"remove train.accumulate_grad_batches={train_cfg.accumulate_grad_batches}")
     budget = data.step_budget(train_cfg.tokens_per_step, trainer.world_size, train_cfg.accumulate_grad_batches)
     trainer.accumulate_grad_batches = budget.accumulate
-    data.budget = budget
     if is_rank_zero():
         print(f"attnrepro: {budget.describe()}", file=sys.stderr)
     return budget
