@@ -79,6 +79,20 @@ def beam_search(
     features, B x L x D) has no length: its hypotheses stop at `max_len_b` tokens. `cached=False` decodes
     through `RecomputePrefix(model)`. `min_len` tokens at least precede `</s>` (0 allows an empty hypothesis),
     except where a sentence's length limit forces the end."""
+    return _search(model, src, beam, alpha, max_len_a, max_len_b, keep_attention, cached, min_len).best()
+
+
+@torch.no_grad()
+def beam_alternatives(model, src: torch.Tensor, beam: int = 5, alpha: float = 1.0, max_len_a: float = 1.5,
+                      max_len_b: int = 10, keep_attention: bool = False, min_len: int = 1) -> list[list[Hypothesis]]:
+    """The same search as `beam_search`, -> every finished hypothesis per sentence (up to `beam`), best first:
+    the beam's alternatives that the explorer lists with their scores."""
+    beams = _search(model, src, beam, alpha, max_len_a, max_len_b, keep_attention, True, min_len)
+    beams.best()  # fills a sentence whose beams all fell off
+    return [sorted(finished, key=lambda h: -h.score) for finished in beams.finished]
+
+
+def _search(model, src, beam, alpha, max_len_a, max_len_b, keep_attention, cached, min_len) -> _Beams:
     if not cached:
         model = RecomputePrefix(model)
     batch, device = src.size(0), src.device
@@ -96,7 +110,7 @@ def beam_search(
         if beams.done.all() or t == max_len:
             break
         state = _reorder(state, beams.advance(top_scores, origin, token))
-    return beams.best()
+    return beams
 
 
 def _sentence_limits(model, src: torch.Tensor, max_len_a: float, max_len_b: int) -> torch.Tensor:
