@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from test_cli import attnrepro
 
 from harness.explore import MAX_TEXT_CHARS, create_app, load_runs
 from reproductions.common.data.vocab import EOS_ID
@@ -31,13 +30,13 @@ CAPTION_RUNS = ("xu2015-hard", "vinyals2015")
 
 @pytest.fixture(scope="module")
 def run_dirs(tmp_path_factory, data_root):
-    """Tiny runs (seconds each, not scored: the explorer needs only their weights)."""
+    """Tiny runs (seconds each, in this process, not scored: the explorer needs only their weights)."""
+    from harness.train import train
+
     root = tmp_path_factory.mktemp("explore-runs")
     names = TRANSLATION_RUNS + (CAPTION_RUNS if (data_root / "flickr8k" / "Images").is_dir() else ())
-    for name in names:
-        result = attnrepro("train", name, "--preset", "tiny", "--no-evaluate", "--run-dir", str(root / name))
-        assert result.returncode == 0, result.stderr[-3000:]
-    return {name: root / name for name in names}
+    return {name: train(name, "tiny", run_dir=root / name, wandb="disabled", devices=1, evaluate_after=False)
+            for name in names}
 
 
 @pytest.fixture(scope="module")
