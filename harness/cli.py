@@ -630,10 +630,11 @@ def _model_parsers(sub) -> None:
 def _explore_parser(sub) -> None:
     p = sub.add_parser("explore", help="a local web page: type a sentence or pick an image, see the outputs and the "
                                        "attention of each run side by side", epilog=_examples(
-        ("attnrepro explore runs/reproduce-quick/bahdanau2014-s1 runs/reproduce-quick/cho2014-s1",
-         "RNNsearch beside RNNencdec"),
+        ("attnrepro explore runs/reproduce-quick", "every run of `make reproduce`, side by side"),
+        ("attnrepro explore RUN_DIR_A RUN_DIR_B", "two runs, e.g. RNNsearch beside RNNencdec"),
         ("attnrepro explore RUN_DIR --port 9000", "then open http://127.0.0.1:9000/")))
-    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories (or .ckpt files)")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="run directories, .ckpt files, or folders holding runs (a reproduce's --out)")
     p.add_argument("--port", type=int, default=8008, help="the port to listen on (default: 8008)")
     p.add_argument("--host", default="127.0.0.1",
                    help="the address to listen on (default: 127.0.0.1, this machine only; the page has no login)")

@@ -41,6 +41,7 @@ MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096  # larger images are refused before they are decoded (decompression bombs)
 RATE = (20, 10.0)  # decodes per client per 10 seconds
 EXAMPLES = 30  # test inputs offered per run
+MAX_RUNS = 12  # models held in memory at once
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
        "form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
@@ -65,6 +66,24 @@ class Run:
                 "examples": [{k: e[k] for k in ("id", "label", "text") if k in e} for e in self.examples]}
 
 
+def expand(targets: list[Path]) -> list[Path]:
+    """Run directories and .ckpt files as given; a folder of runs (a reproduce's or a sweep's out) -> its runs."""
+    found: list[Path] = []
+    for target in map(Path, targets):
+        if target.is_file() or (target / "checkpoints").is_dir():
+            found.append(target)
+            continue
+        runs = sorted(p.parent for p in target.rglob("checkpoints") if p.is_dir() and "wandb" not in p.parts)
+        if not runs:
+            raise AttnreproError(f"{target} holds no runs (no checkpoints/ folder in or below it); give run "
+                                 "directories")
+        found += runs
+    if len(found) > MAX_RUNS:
+        raise AttnreproError(f"{len(found)} runs given; the explorer loads at most {MAX_RUNS}: name the runs to "
+                             "compare")
+    return found
+
+
 def load_runs(run_dirs: list[Path], device: str) -> list[Run]:
     """Each run's scored checkpoint, loaded once, and its test inputs; a bad run is one clear error."""
     from reproductions import tasks
@@ -73,10 +92,12 @@ def load_runs(run_dirs: list[Path], device: str) -> list[Run]:
     from .evaluate import locate
 
     runs, names = [], set()
-    for i, run_dir in enumerate(run_dirs):
+    for i, run_dir in enumerate(expand(run_dirs)):
         _, ckpt = locate(run_dir)
         loaded = load_model(ckpt, device)
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(run_dir).resolve().name).strip(".-") or "run"
+        folder = Path(run_dir).resolve()
+        folder = folder.parent.parent if folder.is_file() else folder  # RUN_DIR/checkpoints/X.ckpt
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip(".-") or "run"
         name = name if name not in names else f"{name}-{i}"
         names.add(name)
         task = tasks.get(loaded.task)

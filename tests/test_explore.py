@@ -298,3 +298,32 @@ def test_the_gallery_draws_what_the_runs_allow_and_names_the_run_it_needs(runs, 
     assert any("needs a xu2015 run" in line for line in lines)
     if any(r.loaded.reproduction == "xu2015-hard" for r in runs):
         assert "gallery-xu2015-fig2-3-hard-1.png" in names
+
+
+def test_the_command_serves_a_folder_of_runs_on_loopback(run_dirs, tmp_path):
+    import subprocess
+    import sys
+
+    import httpx
+    from test_cli import assert_clean_error, attnrepro
+
+    assert_clean_error(attnrepro("explore", str(tmp_path / "nowhere")), "nowhere", "does not exist")
+    assert_clean_error(attnrepro("explore", str(tmp_path)), "holds no runs")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = next(iter(run_dirs.values())).parent
+    server = subprocess.Popen([sys.executable, "-m", "harness.cli", "explore", str(folder), "--port", str(port),
+                               "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, listed = time.time() + 60, None
+        while listed is None and time.time() < deadline and server.poll() is None:
+            try:
+                listed = httpx.get(f"http://127.0.0.1:{port}/api/runs", timeout=2).json()
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert listed is not None, server.stdout.read() if server.poll() is not None else "no answer in 60 s"
+        assert sorted(r["reproduction"] for r in listed) == sorted(run_dirs)
+    finally:
+        server.terminate()
+        server.wait(10)
