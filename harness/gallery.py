@@ -95,6 +95,10 @@ def _inputs(figure: Figure, task, loaded) -> list[tuple[object, object]]:
     return pairs
 
 
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _load(run_dir: Path):
     """The run's scored model, or why it cannot be loaded (one line)."""
     from reproductions.common.errors import AttnreproError
@@ -134,9 +138,10 @@ def write_gallery(runs: list[tuple[Path, str, str]], out: Path) -> tuple[list[Pa
             _draw(figure, answer, path, f"{registry.get(figure.reproduction).title} ({found[0].name})", image)
             paths.append(path)
             what = answer.get("input") or Path(item).name
-            lines.append(f"{figure.title}, input {i + 1} ({what}): {figure.reproduction} wrote “{answer['output']}”")
+            output = _short(answer["output"])
+            lines.append(f"{figure.title}, input {i + 1} ({what}): {figure.reproduction} wrote “{output}”")
             if base is not None:
-                base_answer = task.attend(models[1][1], item)
-                lines.append(f"{figure.title}, input {i + 1}: the baseline {base[1]} wrote “{base_answer['output']}”; "
-                             "it reads one fixed vector, so it has no attention to show")
+                output = _short(task.attend(models[1][1], item)["output"])
+                lines.append(f"{figure.title}, input {i + 1}: the baseline {base[1]} wrote “{output}”; it reads one "
+                             "fixed vector, so it has no attention to show")
     return paths, lines
