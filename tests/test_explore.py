@@ -250,11 +250,16 @@ def test_type_a_sentence_switch_layer_and_head_hover_a_word(browser, server, run
     page.wait_for_selector(f"{card} .overview figure")
     assert page.locator(f"{card} .overview figure").count() == cross.shape[0] * cross.shape[1]
     page.screenshot(path=str(artefacts / "translate-all-heads.png"), full_page=True)
+    page.select_option("#view", "decoder")
+    page.select_option("#head", "0")
+    page.wait_for_selector(f"{card} svg.matrix[data-view='decoder'][data-head='0']")
+    _assert_matrix(_cells(page, f"{card} svg.matrix"), torch.tensor(answer["views"]["decoder"]["weights"])[-1, 0])
+    page.screenshot(path=str(artefacts / "translate-decoder-self-head0.png"), full_page=True)
     assert "no attention to show" in page.inner_text(f"#run-{_run(runs, 'cho2014').id}")
 
     permalink = page.get_attribute("#permalink", "href")
     page.goto(server + permalink)  # the input and the view come back from the address
-    page.wait_for_selector(f"{card} .overview figure")
+    page.wait_for_selector(f"{card} svg.matrix[data-view='decoder'][data-head='0']")
     assert page.input_value("#text") == SENTENCE
     page.wait_for_selector("body[data-gallery='done']", timeout=60_000)  # the CSP allows no eval
     page.screenshot(path=str(artefacts / "start-page-gallery.png"), full_page=True)
