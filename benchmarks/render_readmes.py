@@ -240,6 +240,9 @@ def _twins(reference: dict) -> str:
     return "".join(found)
 
 
+GALLERY_FIGURE = "gallery-bahdanau2014-fig3-1.png"  # benchmarks/gallery.py: Bahdanau et al.'s Fig. 3 (a)
+
+
 def figures() -> str:
     """README: the BLEU-by-length figure of the newest record with all three translation models, and an
     alignment map where a record holds one (benchmarks/results/*/alignment_*.png)."""
@@ -252,10 +255,22 @@ def figures() -> str:
             lines.append(f"BLEU by source length (Bahdanau et al. Fig. 2) of the three translation models of "
                          f"{_link(record, 0)} ({machine(record)}, {budget(next(iter(record['runs'].values())))} each).")
             break
+    lines.append("")
+    gallery = next((r for r in records("gallery") if (ROOT / r["_folder"] / GALLERY_FIGURE).exists()), None)
+    if gallery is not None:  # the gallery's Fig. 3: the paper's own sentence, English to French
+        run = gallery["summary"]["bahdanau2014"]
+        lines.append(f"![RNNsearch's alignment of Bahdanau et al.'s Fig. 3 (a) sentence]({gallery['_folder']}/"
+                     f"{GALLERY_FIGURE})")
+        lines.append("")
+        lines.append(f"Bahdanau et al.'s Fig. 3 (a) sentence, drawn by the gallery (`attnrepro report`, `attnrepro "
+                     f"explore`) with RNNsearch trained {run['steps']} steps on Multi30k {gallery['pair']} (sacreBLEU "
+                     f"{run['bleu']:.2f} on {gallery['split']}; {_link(gallery, 0)}, {machine(gallery)}): white is "
+                     "high weight. Multi30k holds image descriptions and the sentence is news, so a model this small "
+                     "translates it poorly; the map shows what it read for each word it wrote.")
+        return "\n".join(lines)
     # the newest record (by its own date, not the file's mtime: a fresh clone gives every file the same one)
     maps = [f"{r['_folder']}/alignment_bahdanau2014.png" for r in records()
             if (ROOT / r["_folder"] / "alignment_bahdanau2014.png").exists()]
-    lines.append("")
     if maps:
         rel = maps[0]
         lines.append(f"![An RNNsearch alignment (Bahdanau et al. Fig. 3)]({rel})")

@@ -32,6 +32,7 @@ EPILOG = """examples:
   attnrepro reproduce                               every paper against its baseline (quick: ~15 min, 2 cores)
   attnrepro evaluate RUN_DIR --split val --beam 1   score a trained run again, greedily
   echo "A dog runs." | attnrepro translate RUN_DIR  translate with a trained model
+  attnrepro explore RUN_DIR [RUN_DIR ...]           a local page: outputs and attention, side by side
   attnrepro sweep plans/seeds.yaml --dry-run        the runs of a plan, without starting any
 
 exit status: 0 done; 2 a mistake in the command or a disk that cannot be written, said in one line;
@@ -250,6 +251,14 @@ def _cmd_caption(args) -> None:
     from .caption import caption
 
     caption(args.checkpoint, args.images, beam=args.beam, plot_attention=args.plot_attention)
+
+
+def _cmd_explore(args) -> None:
+    for run_dir in args.run_dirs:
+        _existing(run_dir, "give run directories (or .ckpt files) of trained runs")
+    from .explore import explore
+
+    explore(args.run_dirs, host=args.host, port=args.port, device=args.device)
 
 
 def _cmd_sweep(args) -> None:
@@ -593,6 +602,22 @@ def _model_parsers(sub) -> None:
     p.add_argument("--plot-attention", type=Path, metavar="FILE.png",
                    help="per-word attention over the image (Xu et al. Figs. 2-3); FILE-2.png... for later images")
     p.set_defaults(func=_cmd_caption)
+    _explore_parser(sub)
+
+
+def _explore_parser(sub) -> None:
+    p = sub.add_parser("explore", help="a local web page: type a sentence or pick an image, see the outputs and the "
+                                       "attention of each run side by side", epilog=_examples(
+        ("attnrepro explore runs/reproduce-quick", "every run of `make reproduce`, side by side"),
+        ("attnrepro explore RUN_DIR_A RUN_DIR_B", "two runs, e.g. RNNsearch beside RNNencdec"),
+        ("attnrepro explore RUN_DIR --port 9000", "then open http://127.0.0.1:9000/")))
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="run directories, .ckpt files, or folders holding runs (a reproduce's --out)")
+    p.add_argument("--port", type=int, default=8008, help="the port to listen on (default: 8008)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on (default: 127.0.0.1, this machine only; the page has no login)")
+    p.add_argument("--device", default="auto", help="where models decode: auto (the GPU if there is one), cpu, cuda")
+    p.set_defaults(func=_cmd_explore)
 
 
 def _detach_option(p) -> None:

@@ -28,6 +28,8 @@ from reproductions.common import rundir
 from reproductions.common.errors import AttnreproError
 from reproductions.common.io import atomic_write_json, atomic_write_text
 
+from .gallery import write_gallery
+
 # Two-sided 95% Student t quantiles t_{0.975, df}; beyond 30 degrees of freedom the normal 1.96 is used.
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
@@ -205,7 +207,10 @@ def build_report(targets: list[Path], out: Path, with_tests: bool = True) -> dic
     sections = [_section(paper, key, paper_runs, groups, cells, with_tests)
                 for paper in registry.papers() for key, paper_runs in sorted(groups.items()) if key[0] == paper.name]
     figures = write_figures(runs, out)
+    gallery, gallery_lines = write_gallery([(r.path, r.name, r.setting) for r in runs], out / "figures")
+    figures = {"gallery": gallery, **figures} if gallery else figures
     report = {"sections": sections, "figures": {k: [str(p.relative_to(out)) for p in v] for k, v in figures.items()},
+              "gallery": gallery_lines,
               "runs": [{"run_dir": str(r.path), "reproduction": r.name, "preset": r.preset, "seed": r.seed,
                         "setting": r.setting, "training": r.metrics.get("training", {})} for r in runs]}
     report["checks"] = checks(report)
@@ -383,6 +388,8 @@ def to_markdown(report: dict) -> str:
             lines += ["", "Paper numbers: " + "; ".join(sources) + "."]
         lines += ["", *_convention_lines(s)]
         lines.append("")
+    if report.get("gallery"):
+        lines += ["## The papers' figures, with these runs", ""] + [f"- {line}" for line in report["gallery"]] + [""]
     for kind, paths in report["figures"].items():
         lines += [f"## Figures: {kind.replace('_', ' ')}", ""] + [f"![{kind}]({p})" for p in paths] + [""]
     lines += ["## Runs", "", "| run | reproduction | preset | setting | seed | steps (stopped by) | wall min "
@@ -414,6 +421,9 @@ def to_html(report: dict) -> str:
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
         parts.append("</table>")
         parts += [f"<p>{html.escape(line.replace('**', ''))}</p>" for line in _convention_lines(s)]
+    if report.get("gallery"):
+        parts.append("<h2>The papers' figures, with these runs</h2><ul>"
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in report["gallery"]) + "</ul>")
     for kind, paths in report["figures"].items():
         parts.append(f"<h2>{html.escape(kind.replace('_', ' '))}</h2>")
         parts += [f"<img src='{html.escape(p)}' alt='{html.escape(kind)}'>" for p in paths]

@@ -52,6 +52,7 @@ def data_files() -> list[str]:
         assert found, f"leaderboards/{pattern}: nothing in the checkout"
         files.update(p.relative_to(REPO).as_posix() for p in found)
     files.update(p.relative_to(REPO).as_posix() for p in (REPO / "reproductions/common/data").rglob("*.tsv"))
+    files.update(p.relative_to(REPO).as_posix() for p in (REPO / "harness/explore_page").rglob("*.*"))  # the explorer
     return sorted(files)
 
 

@@ -29,6 +29,7 @@ class CaptioningTask(Task):
     board_metric = "pycocoevalcap"
     board_needs_images = True
     command = "caption"
+    explore_input = "image"
 
     def setting(self, data_cfg: dict) -> str:
         return data_cfg.get("dataset", "")
@@ -147,6 +148,24 @@ class CaptioningTask(Task):
         wins = ((a[idx].mean(1) - b[idx].mean(1)) > 0).sum()
         return {"test": "paired bootstrap over images, per-image CIDEr-D (1000 resamples)",
                 "p_value": round(float((1000 - wins + 1) / 1001), 4)}
+
+    # -- looking inside a model ------------------------------------------------------------------------------
+
+    def attend(self, loaded, item, device="cpu"):
+        from .attend import attend_image
+
+        return attend_image(loaded, item, device, hard=loaded.cfg.model.context == "hard")
+
+    def examples(self, loaded, n):
+        from reproductions.captioning.data.captions import load_captions
+        from reproductions.common.errors import AttnreproError
+
+        try:
+            split = load_captions(loaded.cfg.data, loaded.cfg.data.test_splits[0]).limit(n)
+        except AttnreproError:  # the images or captions are not on this machine: uploads only
+            return []
+        return [{"id": image, "label": " | ".join(refs[:1]), "path": path}
+                for image, path, refs in zip(split.images, split.paths, split.captions)]
 
     # -- leaderboards ------------------------------------------------------------------------------------------
 

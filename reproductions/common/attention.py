@@ -8,7 +8,7 @@ positions and are exactly 0 on the masked ones.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +120,7 @@ class MultiHeadAttention(nn.Module):
         self.W_v = nn.Linear(d_model, d_model)
         self.W_o = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
+        self.record: list[torch.Tensor] | None = None  # set by `record_attention`: every pass's weights go here
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -142,10 +143,12 @@ class MultiHeadAttention(nn.Module):
             assert mask is None and length == k.size(2), "is_causal stands for the whole square causal mask"
         # PyTorch's CPU flash-attention kernel is slow in bf16 (its backward took 5x the fp32 time in
         # benchmarks/throughput.py), while bf16 matrix products are fast there: CPUs under bf16 take Eq. 1 as written.
-        if need_weights or (q.device.type == "cpu" and q.dtype == torch.bfloat16):
+        if need_weights or self.record is not None or (q.device.type == "cpu" and q.dtype == torch.bfloat16):
             if is_causal:
                 mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
             out, weights = scaled_dot_product(q, k, v, mask, self.dropout)  # (B, h, T, d_k), (B, h, T, S)
+            if self.record is not None:
+                self.record.append(weights)
             weights = weights if need_weights else None
         else:
             with sdpa_kernel(GPU_ATTENTION_KERNELS) if q.is_cuda else nullcontext():
@@ -155,3 +158,19 @@ class MultiHeadAttention(nn.Module):
             weights = None
         out = out.transpose(1, 2).reshape(batch, length, self.heads * self.d_k)  # Concat(head_1..head_h)
         return self.W_o(out), weights
+
+
+@contextmanager
+def record_attention(module: nn.Module):
+    """Within the block, every `MultiHeadAttention` inside `module` keeps the weights (B, h, T, S) of each pass
+    (through Eq. 1 as written, the fused kernels never forming them) in a dict by the attention's module name,
+    e.g. {"encoder.0.self_attn": [weights of the first pass, ...]}: every layer and head, for the figures."""
+    records: dict[str, list[torch.Tensor]] = {}
+    hooked = [(name, m) for name, m in module.named_modules() if isinstance(m, MultiHeadAttention)]
+    for name, attention in hooked:
+        attention.record = records.setdefault(name, [])
+    try:
+        yield records
+    finally:
+        for _, attention in hooked:
+            attention.record = None

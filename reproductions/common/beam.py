@@ -72,6 +72,20 @@ def beam_search(model, src: torch.Tensor, decode: DecodeConfig, keep_attention: 
     input's length, 0 for features). `min_len` tokens at least precede `</s>` (0 allows an empty hypothesis),
     except where an output's length limit forces the end. `cached=False` decodes through
     `RecomputePrefix(model)`."""
+    return _search(model, src, decode, keep_attention, cached).best()
+
+
+@torch.no_grad()
+def beam_alternatives(model, src: torch.Tensor, decode: DecodeConfig,
+                      keep_attention: bool = False) -> list[list[Hypothesis]]:
+    """The same search as `beam_search`, -> every finished hypothesis per input (up to `decode.beam`), best first:
+    the beam's alternatives that the explorer lists with their scores."""
+    beams = _search(model, src, decode, keep_attention, True)
+    beams.best()  # fills an input whose beams all fell off
+    return [sorted(finished, key=lambda h: -h.score) for finished in beams.finished]
+
+
+def _search(model, src: torch.Tensor, decode: DecodeConfig, keep_attention: bool, cached: bool) -> _Beams:
     if not cached:
         model = RecomputePrefix(model)
     batch, device = src.size(0), src.device
@@ -90,7 +104,7 @@ def beam_search(model, src: torch.Tensor, decode: DecodeConfig, keep_attention: 
         if beams.done.all() or t == max_len:
             break
         state = _reorder(state, beams.advance(top_scores, origin, token))
-    return beams.best()
+    return beams
 
 
 def _sentence_limits(model, src: torch.Tensor, decode: DecodeConfig) -> torch.Tensor:

@@ -153,3 +153,29 @@ def cost_plot(runs: list[dict], path: Path | str) -> None:
 def plot_paths(path: Path, count: int) -> list[Path]:
     """One figure per sentence or image: FILE.png for the first, FILE-2.png, FILE-3.png ... for the rest."""
     return [path if i == 0 else path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(count)]
+
+
+def attention_heads_plot(weights, tokens: list[str], path: Path | str, title: str = "") -> None:
+    """Vaswani et al. Figs. 3-5: one panel per head of a layer's self-attention. weights (h, S, S): row i is
+    where token i attends; white = high weight, as in `attention_heatmap`."""
+    plt = _pyplot()
+    heads = weights.shape[0]
+    cols = min(heads, 4)
+    rows = (heads + cols - 1) // cols
+    side = max(3.0, 0.28 * len(tokens) + 1.2)
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, side * rows), squeeze=False)
+    for h, ax in enumerate(axes.flat):
+        if h >= heads:
+            ax.axis("off")
+            continue
+        ax.imshow(weights[h, : len(tokens), : len(tokens)], cmap="gray", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
+        ax.xaxis.tick_top()
+        ax.set_title(f"head {h}", fontsize=8, pad=40)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

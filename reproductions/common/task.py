@@ -30,6 +30,7 @@ class Task(ABC):
     board_metric: str  # the metric code a leaderboard of this task scores with (a board's metric.name)
     board_needs_images: bool  # a board of this task lists the images to caption
     command: str  # the CLI command that decodes new inputs with a model of this task
+    explore_input: str  # what `attnrepro explore` asks a user for: "text" (typed) or "image" (picked or uploaded)
 
     @property
     def headline_label(self) -> str:
@@ -96,6 +97,19 @@ class Task(ABC):
     @abstractmethod
     def paired_test(self, split: str, paper_run: Path, base_run: Path) -> dict | None:
         """p-value that the paper model is not better than the baseline on `split` (same seed, same data)."""
+
+    # -- looking inside a model (`attnrepro explore`, the report's gallery) ------------------------------------
+
+    @abstractmethod
+    def attend(self, loaded, item, device: str = "cpu") -> dict:
+        """One input (a sentence; an image file: a path or a binary file object) -> the output, the beam's
+        alternatives with their scores and every attention view, as JSON-ready data (`reproductions.common.attend`
+        describes it); a fixed-vector model's has `attends` False and no views."""
+
+    @abstractmethod
+    def examples(self, loaded, n: int) -> list[dict]:
+        """Up to n inputs from the run's test split that this machine has: [{"id", "label", and "text" (the
+        input) or "path" (an image file, never sent to a client)}]; [] when the split is not here."""
 
     # -- leaderboards ------------------------------------------------------------------------------------------
 

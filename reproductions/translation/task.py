@@ -24,6 +24,7 @@ class TranslationTask(Task):
     board_metric = "sacrebleu"
     board_needs_images = False
     command = "translate"
+    explore_input = "text"
 
     def setting(self, data_cfg: dict) -> str:
         return data_cfg.get("pair") or data_cfg.get("dataset", "")
@@ -174,6 +175,23 @@ class TranslationTask(Task):
             return None
         _, scores = PairedTest(systems, {"BLEU": BLEU()}, [refs], test_type="bs", n_samples=1000)()
         return {"test": "sacreBLEU paired bootstrap (1000 resamples)", "p_value": scores["BLEU"][1].p_value}
+
+    # -- looking inside a model ------------------------------------------------------------------------------
+
+    def attend(self, loaded, item, device="cpu"):
+        from .attend import attend_text
+
+        return attend_text(loaded, item, device)
+
+    def examples(self, loaded, n):
+        from reproductions.translation.data.files import load_split, split_available
+
+        data = loaded.cfg.data
+        split = next((s for s in data.test_splits if split_available(data.dataset, data.pair, s)), None)
+        if split is None:
+            return []
+        sources = list(load_split(data.dataset, data.pair, split, n)["src"])
+        return [{"id": f"{split}:{i + 1}", "label": text, "text": text} for i, text in enumerate(sources)]
 
     # -- leaderboards ------------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..common.attention import MultiHeadAttention
+from ..common.attention import MultiHeadAttention, record_attention
 from ..common.beam import log_softmax_fp32
 from ..common.config import ConfigError
 from ..common.data.vocab import PAD_ID
@@ -195,6 +195,17 @@ class Transformer(nn.Module):
             y, w = layer.step(y, state, i, state["src_mask"], need_weights=i == self._viewed_layer())
             attention = attention if w is None else self._view(w)[:, 0]  # (N, S)
         return log_softmax_fp32(self._logits(y[:, 0])), state, attention
+
+    def attention_maps(self, src: torch.Tensor, tgt_in: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every layer's and head's weights in one teacher-forced pass over a sentence src (1, S) and a
+        hypothesis tgt_in (1, T) (<s> first): "encoder" self-attention (L, h, S, S), "decoder" self-attention
+        (L, h, T, T) and "cross" encoder-decoder attention (L, h, T, S), the views of Figs. 3-5."""
+        with torch.no_grad(), record_attention(self) as records:
+            self.forward(src, tgt_in)
+        layers = range(len(self.encoder))
+        return {view: torch.stack([records[f"{stack}.{i}.{name}"][0][0] for i in layers]).float()
+                for view, stack, name in (("encoder", "encoder", "self_attn"), ("decoder", "decoder", "self_attn"),
+                                          ("cross", "decoder", "cross_attn"))}
 
     def encoder_self_attention(self, src: torch.Tensor) -> torch.Tensor:
         """(L, h, S, S) for one sentence src (1, S): the view of the paper's Figs. 3-5."""
