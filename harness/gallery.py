@@ -23,6 +23,13 @@ class Figure:
     def fits(self, reproduction: str, setting: str) -> bool:
         return reproduction == self.reproduction and setting.startswith(self.setting)
 
+    @property
+    def wanted(self) -> str:
+        """The run it needs, in words: "a bahdanau2014 run on en-fr", "a vaswani2017 run on en-* (any target)"."""
+        if not self.setting:
+            return f"a {self.reproduction} run"
+        return f"a {self.reproduction} run on {self.setting}" + ("* (any target)" if self.setting.endswith("-") else "")
+
 
 FIGURES = (
     Figure("bahdanau2014-fig3", "Bahdanau et al. 2014, Fig. 3: RNNsearch's alignments, English to French",
@@ -56,8 +63,7 @@ def explorer_gallery(runs: list[tuple[str, str, str]]) -> list[dict]:
         run = next((rid for rid, repro, setting in runs if figure.fits(repro, setting)), None)
         item = {"key": figure.key, "title": figure.title, "view": figure.view, "inputs": list(figure.inputs)}
         if run is None:
-            items.append({**item, "needs": f"needs a {figure.reproduction} run"
-                          + (f" on {figure.setting}" if figure.setting else "") + f": {figure.needs}"})
+            items.append({**item, "needs": f"needs {figure.wanted}: {figure.needs}"})
             continue
         setting = next(s for rid, _, s in runs if rid == run)
         base = next((rid for rid, repro, s in runs if repro == _baseline(figure) and s == setting), None)
@@ -121,8 +127,7 @@ def write_gallery(runs: list[tuple[Path, str, str]], out: Path) -> tuple[list[Pa
     for figure in FIGURES:
         found = next((r for r in runs if figure.fits(r[1], r[2])), None)
         if found is None:
-            lines.append(f"{figure.title}: not drawn, it needs a {figure.reproduction} run"
-                         + (f" on {figure.setting}" if figure.setting else "") + f" (`{figure.needs}`)")
+            lines.append(f"{figure.title}: not drawn, it needs {figure.wanted} (`{figure.needs}`)")
             continue
         base = next((r for r in runs if r[1] == _baseline(figure) and r[2] == found[2]), None)
         models = [(run, _load(run[0])) for run in (found, base) if run is not None]

@@ -301,6 +301,9 @@ def test_the_gallery_draws_what_the_runs_allow_and_names_the_run_it_needs(runs, 
     assert any("Fig. 3" in line and "needs a bahdanau2014 run on en-fr" in line for line in lines)
     assert any("the baseline cho2014 wrote" in line and "no attention to show" in line for line in lines)
     assert any("needs a xu2015 run" in line for line in lines)
+    from harness.gallery import FIGURES
+
+    assert [f.wanted for f in FIGURES][:2] == ["a bahdanau2014 run on en-fr", "a vaswani2017 run on en-* (any target)"]
     if any(r.loaded.reproduction == "xu2015-hard" for r in runs):
         assert "gallery-xu2015-fig2-3-hard-1.png" in names
 
