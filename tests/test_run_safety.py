@@ -233,7 +233,7 @@ def test_a_sweep_job_never_clears_a_run_directory_another_process_writes(tmp_pat
     (run_dir / "config.yaml").write_text("kept: true\n")
     spec = RunSpec("cho2014", "tiny", 1, "en-de", [], 1, 1, run_dir)
     started = []
-    monkeypatch.setattr(harness.train, "train", lambda *args, **kwargs: started.append(kwargs["run_dir"]))
+    monkeypatch.setattr(harness.train, "train_spec", lambda spec, launch: started.append(spec.run_dir))
     monkeypatch.setattr("harness.sweep.REQUEUE_WAIT_S", 0.5)  # how long it waits for the writer to let go
     with rundir.RunLock(run_dir):  # the live writer
         with pytest.raises(rundir.RunDirBusy, match="being written by another process"):
@@ -252,7 +252,7 @@ def test_a_requeued_job_waits_for_the_last_attempts_process_to_let_go(tmp_path, 
     run_dir = tmp_path / "run"
     spec = RunSpec("cho2014", "tiny", 1, "en-de", [], 1, 1, run_dir)
     started = []  # when the run started
-    monkeypatch.setattr(harness.train, "train", lambda *args, **kwargs: started.append(time.monotonic()))
+    monkeypatch.setattr(harness.train, "train_spec", lambda spec, launch: started.append(time.monotonic()))
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reproductions.common import rundir\n"
                                "with rundir.RunLock(sys.argv[1]):\n print('held', flush=True); time.sleep(2)",
                                str(run_dir)], stdout=subprocess.PIPE, text=True)
