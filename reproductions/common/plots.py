@@ -17,6 +17,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path, dpi: int) -> None:
+    """Lay out, write (atomically: a figure is whole or absent) and close a figure."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    _pyplot().close(fig)
+
+
 def attention_heatmap(weights, src_tokens: list[str], tgt_tokens: list[str], path: Path | str, title: str = "") -> None:
     """weights (T, S): row i is the alignment of target token i over the source tokens."""
     plt = _pyplot()
@@ -30,10 +38,7 @@ def attention_heatmap(weights, src_tokens: list[str], tgt_tokens: list[str], pat
     ax.set_ylabel("output")
     if title:
         ax.set_title(title, pad=12, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def bleu_by_length_plot(series: dict[str, list[dict]], path: Path | str, title: str = "") -> None:
@@ -53,10 +58,7 @@ def bleu_by_length_plot(series: dict[str, list[dict]], path: Path | str, title: 
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or "BLEU by source sentence length")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def caption_attention_plot(image, words: list[str], weights, grid: int, path: Path | str, title: str = "") -> None:
@@ -83,10 +85,7 @@ def caption_attention_plot(image, words: list[str], weights, grid: int, path: Pa
         ax.set_title(word, fontsize=10)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -121,10 +120,7 @@ def learning_curves_plot(runs: dict[str, list[dict]], path: Path | str, title: s
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(title or "learning curves")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def cost_plot(runs: list[dict], path: Path | str) -> None:
@@ -144,10 +140,7 @@ def cost_plot(runs: list[dict], path: Path | str) -> None:
     right.set_xlabel("training FLOPs (matrix products, forward + backward)")
     right.set_yticks([])
     fig.suptitle("cost per run")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def plot_paths(path: Path, count: int) -> list[Path]:
@@ -175,7 +168,4 @@ def attention_heads_plot(weights, tokens: list[str], path: Path | str, title: st
         ax.set_title(f"head {h}", fontsize=8, pad=40)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
