@@ -587,8 +587,9 @@ def _model_parsers(sub) -> None:
     p.add_argument("--beam", type=_positive, help=beam_help)
     p.add_argument("--plot-attention", type=Path, metavar="FILE.png",
                    help="write the alignment heatmap (Bahdanau et al. Fig. 3); FILE-2.png... for later lines")
-    p.add_argument("--attention", choices=["cross", "encoder"], default="cross",
-                   help="what to plot: output over source (default) or encoder self-attention (Vaswani Figs. 3-5)")
+    p.add_argument("--attention", choices=["cross", "encoder", "decoder"], default="cross",
+                   help="what to plot: output over source (default), encoder self-attention (Vaswani Figs. 3-5) "
+                        "or decoder self-attention (each output token over the ones before it)")
     p.add_argument("--layer", type=int, help="layer to plot for multi-layer models (default: the last)")
     p.add_argument("--head", type=int, help="head to plot for multi-head models (default: mean over heads)")
     p.set_defaults(func=_cmd_translate)

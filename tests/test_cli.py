@@ -146,7 +146,8 @@ def test_translate_with_attention_plot(trained_runs, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
 
 
-@pytest.mark.parametrize("options", [("--layer", "0", "--head", "1"), ("--attention", "encoder"), ()])
+@pytest.mark.parametrize("options", [("--layer", "0", "--head", "1"), ("--attention", "encoder"),
+                                     ("--attention", "decoder"), ()])
 def test_transformer_attention_plots_for_any_layer_and_head(trained_runs, tmp_path, options):
     plot = tmp_path / "attn.png"
     result = attnrepro("translate", str(trained_runs["vaswani2017"]), "--plot-attention", str(plot), *options,

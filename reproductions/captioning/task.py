@@ -307,16 +307,17 @@ def caption_images(loaded, images: list[Path], plot_attention: Path | None = Non
     with torch.no_grad():
         maps = load_encoder(encoder_name, loaded.cfg.data.encoder_weights)(pixels)  # (N, D, g, g)
     features = maps.flatten(2).transpose(1, 2).contiguous()  # (N, L, D)
-    texts, hyps = caption_features(loaded.model, loaded.tgt_vocab, features, loaded.cfg.decode,
-                                   keep_attention=plot_attention is not None, progress=False)
+    texts, _ = caption_features(loaded.model, loaded.tgt_vocab, features, loaded.cfg.decode, progress=False)
     for path, text in zip(images, texts):
         print(f"{path}\t{text}", file=out)
-    if plot_attention is not None:
-        grid = spec(encoder_name).grid
-        for fig_path, pixel, hyp in zip(plot_paths(Path(plot_attention), len(images)), pixels, hyps):
-            words = [loaded.tgt_vocab.id_to_token(i).lstrip("▁") or "▁" for i in hyp.tokens] + ["</s>"]
-            image = pixel.permute(1, 2, 0).clamp(0, 255).to(torch.uint8).numpy()
-            caption_attention_plot(image, words, hyp.attention.cpu().numpy(), grid, fig_path,
-                                   title=f"{loaded.reproduction}: {loaded.tgt_vocab.decode(hyp.tokens)}")
+    if plot_attention is not None:  # from the task's answer, which `attnrepro explore` and the gallery draw too
+        import numpy as np
+
+        for fig_path, image, pixel in zip(plot_paths(Path(plot_attention), len(images)), images, pixels):
+            answer = CaptioningTask().attend(loaded, Path(image))
+            view = answer["views"]["image"]
+            caption_attention_plot(pixel.permute(1, 2, 0).clamp(0, 255).to(torch.uint8).numpy(), view["rows"],
+                                   np.asarray(view["weights"]), view["grid"], fig_path,
+                                   title=f"{loaded.reproduction}: {answer['output']}")
             print(f"attention plot: {fig_path}", file=sys.stderr)
     return texts

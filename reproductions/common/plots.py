@@ -25,8 +25,10 @@ def _save(fig, path: Path, dpi: int) -> None:
     _pyplot().close(fig)
 
 
-def attention_heatmap(weights, src_tokens: list[str], tgt_tokens: list[str], path: Path | str, title: str = "") -> None:
-    """weights (T, S): row i is the alignment of target token i over the source tokens."""
+def attention_heatmap(weights, src_tokens: list[str], tgt_tokens: list[str], path: Path | str, title: str = "",
+                      axes: tuple[str, str] = ("source", "output")) -> None:
+    """weights (T, S): row i is the alignment of target token i over the source tokens; `axes` names the columns
+    and the rows (self-attention: ("source", "source") or ("output so far", "output"))."""
     plt = _pyplot()
     weights = weights[: len(tgt_tokens), : len(src_tokens)]
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src_tokens) + 1.5), max(3, 0.4 * len(tgt_tokens) + 1.2)))
@@ -34,8 +36,8 @@ def attention_heatmap(weights, src_tokens: list[str], tgt_tokens: list[str], pat
     ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=90)
     ax.set_yticks(range(len(tgt_tokens)), tgt_tokens)
     ax.xaxis.tick_top()
-    ax.set_xlabel("source")
-    ax.set_ylabel("output")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     if title:
         ax.set_title(title, pad=12, fontsize=9)
     _save(fig, path, dpi=120)
