@@ -34,6 +34,8 @@ REPEATS = 5  # explorer answers timed per model (the median is reported)
 
 def time_attend(run_dir: Path, text: str) -> dict:
     """Seconds of one explorer answer (beam search, the alternatives, every attention view) on a sentence."""
+    import torch
+
     from harness.evaluate import locate
     from reproductions.loading import load_model
 
@@ -46,7 +48,7 @@ def time_attend(run_dir: Path, text: str) -> dict:
         task.attend(loaded, text)
         times.append(time.perf_counter() - start)
     return {"median_s": round(statistics.median(times), 4), "repeats": REPEATS, "device": "cpu",
-            "threads": __import__("torch").get_num_threads()}
+            "threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,16 +68,11 @@ class Run:
 
 def expand(targets: list[Path]) -> list[Path]:
     """Run directories and .ckpt files as given; a folder of runs (a reproduce's or a sweep's out) -> its runs."""
+    from reproductions.common.rundir import RunDir
+
     found: list[Path] = []
     for target in map(Path, targets):
-        if target.is_file() or (target / "checkpoints").is_dir():
-            found.append(target)
-            continue
-        runs = sorted(p.parent for p in target.rglob("checkpoints") if p.is_dir() and "wandb" not in p.parts)
-        if not runs:
-            raise AttnreproError(f"{target} holds no runs (no checkpoints/ folder in or below it); give run "
-                                 "directories")
-        found += runs
+        found += [target] if target.is_file() else [run.path for run in RunDir.find([target])]
     if len(found) > MAX_RUNS:
         raise AttnreproError(f"{len(found)} runs given; the explorer loads at most {MAX_RUNS}: name the runs to "
                              "compare")
@@ -282,18 +277,12 @@ def _install_guard(app: FastAPI) -> None:
         return JSONResponse({"detail": detail}, err.status_code, headers=getattr(err, "headers", None))
 
 
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def explore(run_dirs: list[Path], host: str = "127.0.0.1", port: int = 8008, device: str = "auto") -> None:
     import uvicorn
 
-    device = pick_device(device)
+    from reproductions.common.precision import training_device
+
+    device = training_device(device)  # auto: the GPU when there is one
     runs = load_runs(run_dirs, device)
     print(f"attnrepro explore: {len(runs)} runs on {device}; open http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(create_app(runs, device), host=host, port=port, log_level="warning")

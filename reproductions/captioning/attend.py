@@ -12,7 +12,8 @@ from ..common.beam import beam_alternatives
 
 
 @lru_cache(maxsize=2)
-def _encoder(name: str, weights: str | None):
+def cached_encoder(name: str, weights: str | None):
+    """The frozen image encoder `name`, loaded once per process (the explorer and `caption` reuse it)."""
     from .encoders import load_encoder
 
     return load_encoder(name, weights)
@@ -25,7 +26,7 @@ def image_features(loaded, image) -> torch.Tensor:
     data = loaded.cfg.data
     pixels = read_image(image, spec(data.encoder).size)[None]  # (1, 3, size, size)
     with torch.no_grad():
-        maps = _encoder(data.encoder, data.encoder_weights)(pixels)  # (1, D, g, g)
+        maps = cached_encoder(data.encoder, data.encoder_weights)(pixels)  # (1, D, g, g)
     return maps.flatten(2).transpose(1, 2).contiguous()  # (1, L, D)
 
 

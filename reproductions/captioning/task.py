@@ -291,7 +291,8 @@ def caption_images(loaded, images: list[Path], plot_attention: Path | None = Non
     Figs. 2-3)."""
     import torch
 
-    from reproductions.captioning.encoders import load_encoder, read_image, spec
+    from reproductions.captioning.attend import cached_encoder
+    from reproductions.captioning.encoders import read_image, spec
     from reproductions.common.errors import AttnreproError
     from reproductions.common.plots import caption_attention_plot, plot_paths
 
@@ -305,7 +306,7 @@ def caption_images(loaded, images: list[Path], plot_attention: Path | None = Non
     encoder_name = loaded.cfg.data.encoder
     pixels = torch.stack([read_image(Path(p), spec(encoder_name).size) for p in images])
     with torch.no_grad():
-        maps = load_encoder(encoder_name, loaded.cfg.data.encoder_weights)(pixels)  # (N, D, g, g)
+        maps = cached_encoder(encoder_name, loaded.cfg.data.encoder_weights)(pixels)  # (N, D, g, g)
     features = maps.flatten(2).transpose(1, 2).contiguous()  # (N, L, D)
     texts, _ = caption_features(loaded.model, loaded.tgt_vocab, features, loaded.cfg.decode, progress=False)
     for path, text in zip(images, texts):

@@ -7,6 +7,7 @@ Each task adds its data and decoding sections (`reproductions.translation.config
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -76,7 +77,7 @@ class TrainConfig:
 
 
 @dataclass
-class DecodeConfig:
+class DecodeConfig(ABC):
     """Beam search's settings, one set of keys for every task: `common.beam.beam_search(model, src, decode)`.
     Each task's subclass sets its defaults and how long an output may be (`max_tokens`)."""
 
@@ -85,6 +86,6 @@ class DecodeConfig:
     min_len: int = 1  # tokens before </s> at least (fairseq's --min-len); 0 lets an output be empty
     batch_size: int = 64  # inputs decoded together
 
+    @abstractmethod
     def max_tokens(self, src_len: torch.Tensor) -> torch.Tensor:
         """The most tokens each output may have, from its input's length (B,) (0 for an input without one)."""
-        raise NotImplementedError(f"{type(self).__name__} does not say how long an output may be")
